@@ -1,0 +1,69 @@
+"""build_app(config): the Starlette app, with the whole request chain listed in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from gateway.chain.aliases import Aliases
+from gateway.chain.auth import Auth
+from gateway.chain.boundary import Boundary
+from gateway.chain.intake import Intake
+from gateway.chain.repair import Repair
+from gateway.chain.routing import Routing
+from gateway.chain.translate import Translate
+from gateway.config import Config
+from gateway.endpoints import ModelList, healthz, not_routed
+from gateway.upstream import ClientPool, Upstream
+
+log = logging.getLogger("junction")
+
+
+def llm_chain(config: Config, pool: ClientPool) -> Any:
+    """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
+
+    Intake (read and check the body once) sits right after auth so that unauthenticated
+    requests are refused before their body is read.
+    """
+    app: Any = Upstream(pool)
+    app = Repair(app)
+    app = Translate(app)
+    app = Routing(app)
+    app = Aliases(app, config)
+    app = Intake(app, config.max_body_bytes)
+    app = Auth(app, config)
+    return Boundary(app)
+
+
+def build_app(config: Config) -> Starlette:
+    pool = ClientPool()
+    chain = llm_chain(config, pool)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
+        yield
+        await pool.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", chain, methods=["POST"]),
+        Route("/chat/completions", chain, methods=["POST"]),
+        Route("/v1/messages", chain, methods=["POST"]),
+        Route("/v1/messages/count_tokens", chain, methods=["POST"]),
+        # The Anthropic SDK appends /v1/messages to a base URL that may already end in /v1.
+        Route("/v1/v1/messages", chain, methods=["POST"]),
+        Route("/v1/v1/messages/count_tokens", chain, methods=["POST"]),
+        Route("/v1/models", Boundary(Auth(ModelList(config), config)), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/health/live", healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_routed, 405: not_routed})
+    app.state.config = config
+    app.state.pool = pool
+    return app

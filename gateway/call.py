@@ -1,0 +1,49 @@
+"""`Call`: the per-request state carried through the middleware chain in `scope["state"]`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import GatewayKey, Provider
+from models.providers import ApiStyle
+
+STATE_KEY = "junction.call"
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    protocol: ApiStyle  # the client's wire protocol
+    endpoint: str  # "chat", "count_tokens" or "models"
+    headers: dict[str, str]  # client request headers, lower-cased names
+    started: float = field(default_factory=time.perf_counter)
+    key: GatewayKey | None = None  # the gateway key the client presented
+    credential: str | None = field(default=None, repr=False)  # only kept for passthrough_auth
+    body: dict[str, Any] | None = None
+    stream: bool = False
+    requested_model: str | None = None
+    alias: str | None = None
+    provider: Provider | None = None
+    route: str | None = None
+    upstream_body: bytes | None = None  # the request as the upstream expects it
+    upstream_ms: float | None = None  # request sent -> upstream response headers
+    client_gone: bool = False
+
+    def debug_headers(self) -> list[tuple[bytes, bytes]]:
+        """The x-junction-* headers every response carries (streams included)."""
+        out = [(b"x-junction-request-id", self.request_id.encode())]
+        if self.provider is not None:
+            out.append((b"x-junction-model", self.provider.model.encode()))
+        if self.alias is not None:
+            out.append((b"x-junction-alias", self.alias.encode()))
+        if self.endpoint != "models":
+            out.append((b"x-junction-route", (self.route or "none").encode()))
+        if self.upstream_ms is not None:
+            out.append((b"x-junction-upstream-ms", f"{self.upstream_ms:.2f}".encode()))
+        return out
+
+
+def get_call(scope: dict[str, Any]) -> Call:
+    return scope["state"][STATE_KEY]

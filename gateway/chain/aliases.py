@@ -1,0 +1,43 @@
+"""Alias resolution: the requested name -> a configured provider model.
+
+Order: alias -> exact provider model (full name, `name`, or a unique bare id) -> the
+`default: true` model for anything else (Claude Code sends names such as `claude-opus-4-8`
+that no config lists; they must reach the default model, never a 404).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.call import get_call
+from gateway.config import Config, Provider
+from gateway.errors import InvalidRequest, NotFound
+
+
+def select_model(config: Config, requested: str) -> tuple[Provider, str | None]:
+    """The provider for `requested`, and the alias that was applied (if any)."""
+    name = requested.strip()
+    alias = config.aliases.get(name)
+    if alias is not None:
+        return alias, name
+    provider = config.lookup(name)
+    if provider is not None:
+        return provider, None
+    if name in config.ambiguous:
+        raise InvalidRequest(f"model '{name}' is ambiguous (matches {', '.join(config.ambiguous[name])}); "
+                             "use the full provider/model name")  # fmt: skip
+    if config.default is not None:
+        return config.default, None
+    known = ", ".join(sorted({p.model for p in config.providers} | set(config.aliases)))
+    raise NotFound(f"model '{name}' is not configured and there is no default model (known: {known})")
+
+
+class Aliases:
+    def __init__(self, app: Any, config: Config) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        call = get_call(scope)
+        call.provider, call.alias = select_model(self.config, call.requested_model or "")
+        await self.app(scope, receive, send)

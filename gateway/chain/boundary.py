@@ -1,0 +1,99 @@
+"""Outermost layer: creates the `Call`, adds debug headers, and turns every failure into an
+error in the client's own protocol. Nothing below it can produce a 500 with a stack trace or a
+stream that just stops: errors after the first byte end the stream with a protocol error frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+
+from gateway.call import STATE_KEY, Call
+from gateway.errors import GatewayError, render, stream_error_frame
+from models.providers import ApiStyle
+
+log = logging.getLogger("junction")
+
+ASGIApp = Any
+Scope = dict[str, Any]
+
+
+def _protocol(path: str) -> ApiStyle:
+    return ApiStyle.ANTHROPIC if "/messages" in path else ApiStyle.OPENAI
+
+
+def _endpoint(path: str) -> str:
+    if path.endswith("/count_tokens"):
+        return "count_tokens"
+    if path.endswith("/models"):
+        return "models"
+    return "chat"
+
+
+def _request_id(headers: dict[str, str]) -> str:
+    # Keep a caller's id (tracing across hops) if it is short and printable.
+    given = headers.get("x-request-id", "")
+    if 0 < len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+class Boundary:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        call = Call(_request_id(headers), _protocol(path), _endpoint(path), headers)
+        scope.setdefault("state", {})[STATE_KEY] = call
+        started = finished = streaming = False
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal started, streaming, finished
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
+            elif message["type"] == "http.response.start":
+                started = True
+                raw = message.get("headers", [])
+                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in raw)
+                message["headers"] = list(raw) + call.debug_headers()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except GatewayError as exc:
+            await self._fail(call, send, started, finished, streaming, exc.status, exc.message, exc)
+        except Exception:  # noqa: BLE001 - last line of defence; the trace goes to the log only
+            log.exception("unhandled error in request %s", call.request_id)
+            message = f"internal gateway error (request id {call.request_id})"
+            await self._fail(call, send, started, finished, streaming, 500, message, None)
+
+    async def _fail(self, call: Call, send: Any, started: bool, finished: bool, streaming: bool,
+                    status: int, message: str, exc: GatewayError | None) -> None:  # fmt: skip
+        if call.client_gone or finished:
+            return
+        if not started:
+            body = render(call.protocol, exc or GatewayError(message, status=status), call.request_id)[1]
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers if exc else {}).items()]
+            await send({"type": "http.response.start", "status": status,
+                        "headers": headers + call.debug_headers()})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        # Headers are gone: the only honest ending is an in-band error the SDKs raise on.
+        tail = stream_error_frame(call.protocol, status, message) if streaming else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def json_response(status: int, payload: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = orjson.dumps(payload)
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+    return start, {"type": "http.response.body", "body": body}

@@ -1,0 +1,58 @@
+"""Intake layer: reads the body once (within the size limit), parses and checks it.
+
+The parsed body lives in the `Call`; no later layer reads or parses the request again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.call import get_call
+from gateway.errors import InvalidRequest, PayloadTooLarge
+from models.validate import check_request
+
+
+async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit`."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"request body of {int(value)} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            get_call(scope).client_gone = True
+            raise InvalidRequest("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class Intake:
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        call = get_call(scope)
+        raw = await read_body(scope, receive, self.limit)
+        if not raw.strip():
+            raise InvalidRequest("request body is empty: expected a JSON object")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        problems = check_request(call.protocol, body, count_tokens=call.endpoint == "count_tokens")
+        if problems:
+            raise InvalidRequest("; ".join(problems))
+        call.body = body
+        call.stream = body.get("stream") is True and call.endpoint == "chat"
+        call.requested_model = body["model"]
+        await self.app(scope, receive, send)

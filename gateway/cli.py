@@ -1,0 +1,116 @@
+"""The `junction` command: serve | validate | models | mock-upstream."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from gateway.config import LOOPBACK, Config, ConfigError, load
+
+log = logging.getLogger("junction")
+
+EXIT_CONFIG = 2
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    print(f"{args.config}: OK ({len(config.providers)} providers, {len(config.aliases)} aliases, "
+          f"{len(config.preferences)} routing preferences)")  # fmt: skip
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    rows = [("MODEL", "API", "URL", "KEY", "NOTE")]
+    for p in config.providers:
+        if p.missing_env:
+            key = "unset: " + ", ".join(p.missing_env)
+        elif p.passthrough_auth:
+            key = "client's"
+        else:
+            key = "set" if p.access_key else "none"
+        note = "default" if p.default else ("wildcard" if p.wildcard else "")
+        rows.append((p.model, p.api.value, p.url or "(base_url unset)", key, note))
+    for alias, target in config.aliases.items():
+        rows.append((alias, "alias", f"-> {target.model}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    for pref in config.preferences:
+        print(f"route {pref.name}: {', '.join(m.model for m in pref.models)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import build_app
+
+    config = _load_or_exit(args.config)
+    listener = config.listeners[0] if config.listeners else None
+    host = args.host or (listener.address if listener else LOOPBACK)
+    port = args.port if args.port is not None else (listener.port if listener else 12000)
+    if not config.auth_enabled:
+        exposure = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else f"ALL clients that reach {host}"
+        log.warning("no gateway_keys configured: the gateway is open to %s", exposure)
+    app = build_app(config)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=args.access_log,
+                timeout_graceful_shutdown=10)  # fmt: skip
+    return 0
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from gateway import mock_upstream
+
+    mock_upstream.run(host=args.host or LOOPBACK, port=args.port if args.port is not None else 9100)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="junction", description="LLM gateway for coding agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_config = os.environ.get("JUNCTION_CONFIG", "plano_config.yaml")
+
+    def add(name: str, func: object, help: str, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if config:
+            p.add_argument("--config", "-c", default=default_config, help="Plano-format YAML (default: %(default)s)")
+        p.set_defaults(func=func)
+        return p
+
+    serve = add("serve", cmd_serve, "run the gateway")
+    serve.add_argument("--host", help="bind address (default: the config's listener, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    add("validate", cmd_validate, "check a config; exit 2 on errors")
+    add("models", cmd_models, "list providers, models, aliases and which keys are set")
+    mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
+    mock.add_argument("--host", help="bind address (default 127.0.0.1)")
+    mock.add_argument("--port", type=int, help="port (default 9100)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,613 @@
+"""Plano-format YAML -> an immutable `Config`.
+
+Loading never stops at the first problem: every error is collected with the YAML path it belongs
+to (`routing_preferences[1].models[0]: unknown model ...`), so `junction validate` can list them all.
+An unset `$VAR` is not an error: the provider that needs it is marked unavailable and requests
+that reach it get an error naming the variable (never its value).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+
+from models.providers import (
+    CATALOG,
+    ApiStyle,
+    AuthStyle,
+    ProviderSpec,
+    custom_spec,
+    default_headers_for,
+    join_url,
+)
+
+PLANO_VERSIONS = ("v0.1", "v0.1.0", "0.1-beta", "0.2.0", "v0.3.0", "v0.4.0")
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_PORT = 12000
+LOOPBACK = "127.0.0.1"
+
+# Plano keys we accept but do not act on (a warning says so); anything else is a typo.
+_PLANO_IGNORED = (
+    "agents", "filters", "endpoints", "overrides", "prompt_caching", "system_prompt",
+    "prompt_targets", "ratelimits", "tracing", "mode", "routing", "state_storage",
+    "prompt_guards", "model_metrics_sources",
+)  # fmt: skip
+_KNOWN_TOP = (
+    "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
+    "listeners", "gateway_keys", "limits",
+) + _PLANO_IGNORED  # fmt: skip
+_PROVIDER_KEYS = (
+    "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
+    "passthrough_auth", "http_host", "routing_preferences",
+)  # fmt: skip
+
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+class ConfigError(Exception):
+    """One or more problems, each naming the YAML path it concerns."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str  # how the config names it (`name`, else the full model string)
+    model: str  # provider/model-id
+    prefix: str
+    model_id: str
+    spec: ProviderSpec
+    base_url: str | None
+    url: str  # the chat endpoint
+    access_key: str | None = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = ()
+    default: bool = False
+    passthrough_auth: bool = False
+    missing_env: tuple[str, ...] = ()  # unset variables this provider needs
+    wildcard: bool = False
+
+    @property
+    def api(self) -> ApiStyle:
+        return self.spec.api
+
+    @property
+    def available(self) -> bool:
+        return not self.missing_env
+
+    def endpoint_url(self, endpoint: str) -> str:
+        return join_url(self.spec, self.base_url, endpoint, self.model_id)
+
+    def for_model_id(self, model_id: str) -> "Provider":
+        """A concrete provider for `prefix/<model_id>` served by a `prefix/*` entry."""
+        return replace(
+            self,
+            model=f"{self.prefix}/{model_id}",
+            model_id=model_id,
+            name=f"{self.prefix}/{model_id}",
+            url=join_url(self.spec, self.base_url, "", model_id),
+            wildcard=False,
+        )
+
+
+@dataclass(frozen=True)
+class RoutingPreference:
+    name: str
+    description: str
+    models: tuple[Provider, ...]
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    address: str
+    port: int
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class GatewayKey:
+    name: str
+    sha256: bytes = field(repr=False)
+    models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    version: str
+    providers: tuple[Provider, ...]
+    refs: Mapping[str, Provider]
+    ambiguous: Mapping[str, tuple[str, ...]]
+    aliases: Mapping[str, Provider]
+    default: Provider | None
+    preferences: tuple[RoutingPreference, ...]
+    listeners: tuple[Listener, ...]
+    gateway_keys: tuple[GatewayKey, ...]
+    auth_enabled: bool
+    max_body_bytes: int
+    warnings: tuple[str, ...] = ()
+    source: str = "<memory>"
+
+    def lookup(self, ref: str) -> Provider | None:
+        """A configured provider model by full name, `name`, unique bare id or wildcard prefix."""
+        found = self.refs.get(ref)
+        if found is not None:
+            return found
+        prefix, _, model_id = ref.partition("/")
+        wildcard = self.refs.get(f"{prefix}/*") if model_id else None
+        return wildcard.for_model_id(model_id) if wildcard else None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, for redaction."""
+        return tuple(p.access_key for p in self.providers if p.access_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raises ConfigError listing every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read ({exc.strerror})"]) from None
+    env = dict(_dotenv(file.parent / ".env"))
+    env.update(os.environ if environ is None else environ)
+    return parse(text, env, source=str(file))
+
+
+def parse(text: str, environ: Mapping[str, str], source: str = "<memory>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping"])
+    return _Builder(raw, environ, source).build()
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a `.env` beside the config (the process environment wins)."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def sha256(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+class _Builder:
+    """Walks the raw YAML once, collecting problems instead of raising on the first."""
+
+    def __init__(self, raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+        self.raw = raw
+        self.env = env
+        self.source = source
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def expand(self, value: str) -> tuple[str, list[str]]:
+        """Expand `$VAR` / `${VAR}`; returns the value and the names that were unset."""
+        missing: list[str] = []
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1) or match.group(2)
+            if name not in self.env or self.env[name] == "":
+                missing.append(name)
+                return ""
+            return self.env[name]
+
+        return _VAR.sub(sub, value), missing
+
+    def typed(self, path: str, value: Any, kind: type | tuple[type, ...], what: str) -> bool:
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            return True
+        self.error(path, f"expected {what}, got {type(value).__name__}")
+        return False
+
+    def unknown_keys(self, path: str, mapping: dict[str, Any], known: tuple[str, ...]) -> None:
+        for key in mapping:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.error(f"{path}{key}" if path else str(key), f"unknown key{tip}")
+
+    # -- sections -----------------------------------------------------------------------------
+    def build(self) -> Config:
+        raw = self.raw
+        self.unknown_keys("", raw, _KNOWN_TOP)
+        for key in _PLANO_IGNORED:
+            if key in raw:
+                self.warnings.append(f"{key}: accepted for Plano compatibility but not used by Junction")
+        version = raw.get("version")
+        if version is None:
+            self.error("version", f"required (one of {', '.join(PLANO_VERSIONS)})")
+        elif str(version) not in PLANO_VERSIONS:
+            self.warnings.append(f"version: '{version}' is not a known Plano config version")
+
+        providers = self.providers()
+        refs, ambiguous = self.index(providers)
+        aliases = self.aliases(refs, ambiguous)
+        preferences = self.preferences(refs, ambiguous)
+        listeners = self.listeners()
+        keys, auth_enabled = self.gateway_keys()
+        max_body = self.limits()
+        defaults = [p for p in providers if p.default]
+        if len(defaults) > 1:
+            self.error("llm_providers", "at most one provider may have default: true "
+                       f"(found {', '.join(p.model for p in defaults)})")  # fmt: skip
+        if auth_enabled:
+            for i, p in enumerate(providers):
+                if p.passthrough_auth:
+                    self.error(f"{self.provider_key}[{i}].passthrough_auth",
+                               "cannot be combined with gateway_keys: the client's credential "
+                               "would be both the gateway key and the provider key")  # fmt: skip
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(
+            version=str(version),
+            providers=tuple(providers),
+            refs=MappingProxyType(refs),
+            ambiguous=MappingProxyType(ambiguous),
+            aliases=MappingProxyType(aliases),
+            default=defaults[0] if defaults else None,
+            preferences=tuple(preferences),
+            listeners=tuple(listeners),
+            gateway_keys=tuple(keys),
+            auth_enabled=auth_enabled,
+            max_body_bytes=max_body,
+            warnings=tuple(self.warnings),
+            source=self.source,
+        )
+
+    provider_key = "llm_providers"
+
+    def providers(self) -> list[Provider]:
+        raw = self.raw
+        if "llm_providers" in raw and "model_providers" in raw:
+            self.error("model_providers", "use either llm_providers or model_providers, not both")
+        if "model_providers" in raw:
+            self.provider_key = "model_providers"
+        items = raw.get(self.provider_key)
+        if items is None:
+            self.error("llm_providers", "required: a list of providers")
+            return []
+        if not self.typed(self.provider_key, items, list, "a list"):
+            return []
+        result = []
+        for i, item in enumerate(items):
+            provider = self.provider(f"{self.provider_key}[{i}]", item)
+            if provider is not None:
+                result.append(provider)
+        return result
+
+    def provider(self, path: str, item: Any) -> Provider | None:
+        if not self.typed(path, item, dict, "a mapping"):
+            return None
+        self.unknown_keys(f"{path}.", item, _PROVIDER_KEYS)
+        model = item.get("model")
+        if not isinstance(model, str) or "/" not in model or model.startswith("/") or model.endswith("/"):
+            self.error(f"{path}.model", f"expected 'provider/model-id', got {model!r}")
+            return None
+        prefix, _, model_id = model.partition("/")
+        missing: list[str] = []
+        base_unset: list[str] = []
+
+        base_url = item.get("base_url")
+        if base_url is not None:
+            if not self.typed(f"{path}.base_url", base_url, str, "a URL string"):
+                return None
+            base_url, base_unset = self.expand(base_url)
+            missing += base_unset
+            parts = urlsplit(base_url)
+            if not base_unset and (parts.scheme not in ("http", "https") or not parts.netloc):
+                self.error(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
+                return None
+
+        spec = self.spec(path, prefix, item.get("provider_interface"), base_url)
+        if spec is None:
+            return None
+
+        access_key = item.get("access_key")
+        if access_key is not None:
+            if not self.typed(f"{path}.access_key", access_key, str, "a string"):
+                return None
+            access_key, unset = self.expand(access_key)
+            missing += unset
+
+        headers: dict[str, str] = dict(default_headers_for(base_url or spec.base_url or ""))
+        configured = item.get("headers") or {}
+        if self.typed(f"{path}.headers", configured, dict, "a mapping of header names to values"):
+            for name, value in configured.items():
+                value, unset = self.expand(str(value))
+                missing += unset
+                # A configured header replaces a default of the same name, whatever its case.
+                headers = {k: v for k, v in headers.items() if k.lower() != str(name).lower()}
+                headers[str(name)] = value
+
+        for var in dict.fromkeys(missing):
+            self.warnings.append(f"{path}: environment variable {var} is not set; "
+                                 f"'{model}' is unavailable until it is")  # fmt: skip
+        flags = {}
+        for key in ("default", "passthrough_auth"):
+            value = item.get(key, False)
+            if self.typed(f"{path}.{key}", value, bool, "true or false"):
+                flags[key] = value
+        name = item.get("name", model)
+        if not isinstance(name, str) or not name:
+            self.error(f"{path}.name", "expected a non-empty string")
+            name = model
+        wildcard = model_id == "*"
+        if wildcard and flags.get("default"):
+            self.error(f"{path}.default", "a wildcard provider cannot be the default")
+        if spec.needs_base_url and not base_url:
+            self.error(f"{path}.base_url", f"required for provider '{prefix}'")
+            return None
+        return Provider(
+            name=name,
+            model=model,
+            prefix=prefix,
+            model_id=model_id,
+            spec=spec,
+            base_url=base_url,
+            url="" if base_unset else join_url(spec, base_url, "", model_id),
+            access_key=access_key or None,
+            headers=tuple(headers.items()),
+            default=flags.get("default", False),
+            passthrough_auth=flags.get("passthrough_auth", False),
+            missing_env=tuple(dict.fromkeys(missing)),
+            wildcard=wildcard,
+        )
+
+    def spec(self, path: str, prefix: str, interface: Any, base_url: str | None) -> ProviderSpec | None:
+        builtin = CATALOG.get(prefix)
+        if interface is None:
+            if builtin is not None:
+                return builtin
+            self.error(f"{path}.provider_interface",
+                       f"required for the custom provider prefix '{prefix}' "
+                       f"(built-in prefixes: {', '.join(sorted(CATALOG))})")  # fmt: skip
+            return None
+        like = CATALOG.get(str(interface))
+        if like is None:
+            self.error(f"{path}.provider_interface",
+                       f"unknown interface {interface!r} (use openai, anthropic or a built-in prefix)")  # fmt: skip
+            return None
+        if builtin is not None and prefix != "mock" and builtin.api is not like.api:
+            self.error(f"{path}.provider_interface",
+                       f"'{prefix}' is a built-in provider that speaks {builtin.api.value}; "
+                       "provider_interface is for custom prefixes")  # fmt: skip
+            return None
+        if builtin is not None and prefix != "mock":
+            return builtin
+        if base_url is None:
+            self.error(f"{path}.base_url", f"required for the custom provider prefix '{prefix}'")
+            return None
+        return custom_spec(prefix, like.api, base_url)
+
+    def index(self, providers: list[Provider]) -> tuple[dict[str, Provider], dict[str, tuple[str, ...]]]:
+        """Every name a provider may be referenced by; bare ids only when unique."""
+        refs: dict[str, Provider] = {}
+        for i, p in enumerate(providers):
+            for key in dict.fromkeys((p.model, p.name)):
+                if key in refs and refs[key] is not p:
+                    self.error(f"{self.provider_key}[{i}]", f"'{key}' is already used by another provider")
+                refs[key] = p
+        by_id: dict[str, list[Provider]] = {}
+        for p in providers:
+            if not p.wildcard:
+                by_id.setdefault(p.model_id, []).append(p)
+        ambiguous: dict[str, tuple[str, ...]] = {}
+        for model_id, owners in by_id.items():
+            if model_id in refs:
+                continue
+            if len(owners) == 1:
+                refs[model_id] = owners[0]
+            else:
+                ambiguous[model_id] = tuple(p.model for p in owners)
+        return refs, ambiguous
+
+    def resolve_ref(self, path: str, ref: Any, refs: Mapping[str, Provider],
+                    ambiguous: Mapping[str, tuple[str, ...]]) -> Provider | None:  # fmt: skip
+        if not isinstance(ref, str):
+            self.error(path, f"expected a model name, got {ref!r}")
+            return None
+        if ref in refs:
+            return refs[ref]
+        if ref in ambiguous:
+            self.error(path, f"ambiguous model '{ref}' (matches {', '.join(ambiguous[ref])}); "
+                             "use the full provider/model name")  # fmt: skip
+            return None
+        known = sorted(p.model for p in refs.values() if not p.wildcard)
+        self.error(path, f"unknown model '{ref}' (known: {', '.join(dict.fromkeys(known))})")
+        return None
+
+    def aliases(self, refs: Mapping[str, Provider], ambiguous: Mapping[str, tuple[str, ...]]) -> dict[str, Provider]:
+        raw = self.raw.get("model_aliases") or {}
+        if not self.typed("model_aliases", raw, dict, "a mapping of alias -> {target: model}"):
+            return {}
+        targets: dict[str, Any] = {}
+        for alias, body in raw.items():
+            path = f"model_aliases.{alias}"
+            if not isinstance(body, dict) or "target" not in body:
+                self.error(path, "expected {target: <model>}")
+                continue
+            self.unknown_keys(f"{path}.", body, ("target",))
+            targets[str(alias)] = body["target"]
+            if alias in refs:
+                self.warnings.append(f"{path}: shadows the provider model of the same name")
+        resolved: dict[str, Provider] = {}
+        for alias in targets:
+            seen = [alias]
+            target = targets[alias]
+            while isinstance(target, str) and target in targets and target not in refs:
+                if target in seen:
+                    self.error(f"model_aliases.{alias}.target",
+                               f"alias cycle: {' -> '.join(seen + [target])}")  # fmt: skip
+                    break
+                seen.append(target)
+                target = targets[target]
+            else:
+                provider = self.resolve_ref(f"model_aliases.{alias}.target", target, refs, ambiguous)
+                if provider is not None:
+                    resolved[alias] = provider
+        return resolved
+
+    def preferences(self, refs: Mapping[str, Provider], ambiguous: Mapping[str, tuple[str, ...]]) -> list[RoutingPreference]:
+        raw = self.raw.get("routing_preferences") or []
+        if not self.typed("routing_preferences", raw, list, "a list"):
+            return []
+        result: list[RoutingPreference] = []
+        names: set[str] = set()
+        for i, item in enumerate(raw):
+            path = f"routing_preferences[{i}]"
+            if not self.typed(path, item, dict, "a mapping"):
+                continue
+            self.unknown_keys(f"{path}.", item, ("name", "description", "models", "examples", "selection_policy"))
+            name, description = item.get("name"), item.get("description")
+            if not isinstance(name, str) or not name:
+                self.error(f"{path}.name", "required: a non-empty string")
+                continue
+            if name in names:
+                self.error(f"{path}.name", f"duplicate route name '{name}'")
+            names.add(name)
+            if not isinstance(description, str) or not description.strip():
+                self.error(f"{path}.description", "required: a non-empty string")
+                continue
+            models = item.get("models")
+            if not isinstance(models, list) or not models:
+                self.error(f"{path}.models", "required: a non-empty list of models")
+                continue
+            resolved = [self.resolve_ref(f"{path}.models[{j}]", ref, refs, ambiguous) for j, ref in enumerate(models)]
+            examples = item.get("examples") or []
+            if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+                self.error(f"{path}.examples", "expected a list of strings")
+                examples = []
+            if "selection_policy" in item:
+                self.warnings.append(f"{path}.selection_policy: accepted but not used by Junction")
+            if all(resolved):
+                result.append(RoutingPreference(name, description.strip(), tuple(resolved), tuple(examples)))  # type: ignore[arg-type]
+        return result
+
+    def listeners(self) -> list[Listener]:
+        raw = self.raw.get("listeners")
+        if raw is None:
+            return [Listener("default", LOOPBACK, DEFAULT_PORT)]
+        if isinstance(raw, dict):  # Plano's legacy object form
+            raw = [dict(v, type="model", name=k) for k, v in raw.items() if isinstance(v, dict)]
+        if not self.typed("listeners", raw, list, "a list"):
+            return []
+        result = []
+        for i, item in enumerate(raw):
+            path = f"listeners[{i}]"
+            if not self.typed(path, item, dict, "a mapping"):
+                continue
+            kind = item.get("type", "model")
+            if kind != "model":
+                self.warnings.append(f"{path}: listener type '{kind}' is not served by Junction")
+                continue
+            address = item.get("address", LOOPBACK)
+            port = item.get("port", DEFAULT_PORT)
+            if not isinstance(address, str) or not address:
+                self.error(f"{path}.address", f"expected a host address, got {address!r}")
+                continue
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                self.error(f"{path}.port", f"expected a port number 0-65535, got {port!r}")
+                continue
+            timeout = item.get("timeout")
+            timeout_s = parse_duration(f"{path}.timeout", timeout, self) if timeout is not None else None
+            result.append(Listener(str(item.get("name", f"listener{i}")), address, port, timeout_s))
+        return result
+
+    def gateway_keys(self) -> tuple[list[GatewayKey], bool]:
+        raw = self.raw.get("gateway_keys")
+        if raw is None:
+            return [], False
+        if not self.typed("gateway_keys", raw, list, "a list of keys"):
+            return [], True
+        keys = []
+        for i, item in enumerate(raw):
+            path = f"gateway_keys[{i}]"
+            if isinstance(item, str):
+                item = {"key": item}
+            if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
+                continue
+            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models"))
+            name = str(item.get("name", f"key{i}"))
+            if ("key" in item) == ("sha256" in item):
+                self.error(path, "give exactly one of key or sha256")
+                continue
+            if "sha256" in item:
+                digest = str(item["sha256"]).strip().lower()
+                if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                    self.error(f"{path}.sha256", "expected 64 hex digits (sha256 of the key)")
+                    continue
+                value = bytes.fromhex(digest)
+            else:
+                key, unset = self.expand(str(item["key"]))
+                if unset:
+                    self.warnings.append(f"{path}: environment variable {unset[0]} is not set; key '{name}' is disabled")
+                    continue
+                value = sha256(key)
+            models = item.get("models")
+            if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
+                self.error(f"{path}.models", "expected a list of model names")
+                models = None
+            keys.append(GatewayKey(name, value, tuple(models) if models is not None else None))
+        if not keys:
+            self.warnings.append("gateway_keys: no usable key; every request will be refused")
+        return keys, True
+
+    def limits(self) -> int:
+        raw = self.raw.get("limits") or {}
+        if not self.typed("limits", raw, dict, "a mapping"):
+            return DEFAULT_MAX_BODY_BYTES
+        self.unknown_keys("limits.", raw, ("max_body_bytes",))
+        value = raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
+            self.error("limits.max_body_bytes", f"expected an integer >= 1024, got {value!r}")
+            return DEFAULT_MAX_BODY_BYTES
+        return value
+
+
+def parse_duration(path: str, value: Any, builder: _Builder) -> float | None:
+    """`300s`, `5m`, `1500ms` or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+    if not match:
+        builder.error(path, f"expected a duration like 300s, got {value!r}")
+        return None
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
