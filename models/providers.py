@@ -34,6 +34,34 @@ KIMI_CODE_USER_AGENT = "KimiCLI/1.3"
 
 
 @dataclass(frozen=True)
+class Quirks:
+    """How one provider deviates from the plain wire protocol (one entry per provider)."""
+
+    # Largest max_tokens the provider accepts, by model id prefix; requests are clamped to it.
+    max_output_tokens: tuple[tuple[str, int], ...] = ()
+    # The upstream rejects image parts ("unknown variant `image_url`"): send a placeholder.
+    text_only: bool = False
+    # How Anthropic `thinking` / `output_config.effort` map to the upstream's controls:
+    # "deepseek" | "kimi" | "openai" | None (drop them).
+    reasoning: str | None = None
+    # Assistant tool-call turns must carry their `reasoning_content` back (DeepSeek, Kimi).
+    replay_reasoning: bool = False
+    # tool_choice must be auto/none while thinking is on (Kimi).
+    thinking_needs_auto_tool_choice: bool = False
+    # Request fields the upstream rejects.
+    drop_fields: tuple[str, ...] = ()
+
+    def max_tokens_for(self, model_id: str) -> int | None:
+        for prefix, limit in self.max_output_tokens:
+            if model_id.startswith(prefix):
+                return limit
+        return None
+
+
+NO_QUIRKS = Quirks()
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     prefix: str
     api: ApiStyle
@@ -48,6 +76,7 @@ class ProviderSpec:
     chat_path: str | None = None
     query: str = ""
     description: str = ""
+    quirks: Quirks = NO_QUIRKS
 
 
 def _openai(prefix: str, base_url: str | None, **kw: object) -> ProviderSpec:
