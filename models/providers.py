@@ -187,8 +187,10 @@ def join_url(
     else:
         if path.endswith(suffix):  # a base_url that already names the endpoint
             path = path[: -len(suffix)].rstrip("/")
-        if spec.api is ApiStyle.ANTHROPIC and not path:
-            path = "/v1"
+        if spec.api is ApiStyle.ANTHROPIC:
+            # Anthropic base URLs are written as the SDK takes them (ANTHROPIC_BASE_URL, no
+            # /v1): the SDK appends /v1/messages, and so do we, once.
+            path = path.removesuffix("/v1") + "/v1"
         path = path + suffix
     path += endpoint
     query = "&".join(q for q in (given.query, spec.query) if q)
