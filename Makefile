@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install bench-overhead clean
+.PHONY: run test install bench-overhead clean claude-code
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/junction serve --config $(CONFIG)
 
-test: install
+test: install claude-code
 	$(PY) -m pytest -q
 
 # Side-by-side overhead benchmark (gateway vs direct vs LiteLLM); several minutes.
@@ -26,3 +26,17 @@ bench-overhead: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# The pinned Claude Code CLI for tests/test_claude_code.py (reinstalled only when tests/e2e/package*.json change);
+# a no-op when node/npm are absent, and those tests are then skipped.
+CLAUDE_CODE_STAMP := tests/e2e/node_modules/.junction-installed
+claude-code:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "claude-code: node/npm not found, not installing the Claude Code CLI (tests/test_claude_code.py will skip)"; \
+	elif [ -f $(CLAUDE_CODE_STAMP) ] && [ $(CLAUDE_CODE_STAMP) -nt tests/e2e/package.json ] \
+			&& { [ ! -f tests/e2e/package-lock.json ] || [ $(CLAUDE_CODE_STAMP) -nt tests/e2e/package-lock.json ]; }; then \
+		echo "claude-code: tests/e2e is up to date"; \
+	else \
+		if [ -f tests/e2e/package-lock.json ]; then npm ci --prefix tests/e2e --no-audit --no-fund; \
+		else npm install --prefix tests/e2e --no-audit --no-fund; fi && touch $(CLAUDE_CODE_STAMP); \
+	fi

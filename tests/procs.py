@@ -1,0 +1,88 @@
+"""Local server processes for integration tests: start, wait until healthy, always stop."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+        time.sleep(0.05)
+
+
+class ServerProcess(subprocess.Popen[bytes]):
+    """A Popen whose `with` block stops the process (SIGTERM, then SIGKILL) instead of waiting for it.
+    Its combined output goes to a temporary file, readable with `output()`."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None, cwd: Path) -> None:
+        self.log = tempfile.TemporaryFile()
+        super().__init__(list(args), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.log,
+                         stderr=subprocess.STDOUT)  # fmt: skip
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, grace: float = 5) -> None:
+        if self.poll() is None:
+            self.terminate()
+            try:
+                self.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.wait()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+        super().__exit__(*exc_info)
+        self.log.close()
+
+
+def start_process(args: Sequence[str], health_url: str, env: dict[str, str] | None = None, timeout: float = 20,
+                  cwd: Path = ROOT) -> ServerProcess:  # fmt: skip
+    """Start `args` and return once `health_url` answers 200 (use the result in a `with` block)."""
+    proc = ServerProcess(args, env, cwd)
+    try:
+        wait_http_ok(health_url, timeout, proc)
+    except Exception as exc:
+        proc.stop()
+        raise RuntimeError(f"{' '.join(args)}: {exc}\n--- output ---\n{proc.output()}") from None
+    return proc
+
+
+@contextlib.contextmanager
+def start_mock_upstream(env: dict[str, str] | None = None) -> Iterator[tuple[ServerProcess, str]]:
+    """A `gateway.mock_upstream` process on a free loopback port: yields (process, base URL)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port)]
+    with start_process(args, f"{base_url}/_mock/health", env=env) as proc:
+        yield proc, base_url

@@ -1,0 +1,491 @@
+"""The gateway over real sockets: a `junction serve` process, the mock upstream as a separate
+process, and the official SDKs as (strict) clients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.procs import free_port, start_mock_upstream, start_process
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "gw-test-key-0123456789"
+UPSTREAM_OPENAI_SECRET = "upstream-openai-secret-abcdef"
+UPSTREAM_ANTHROPIC_SECRET = "upstream-anthropic-secret-abcdef"
+
+CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/gpt-mock
+    base_url: {mock}/v1
+    access_key: $TEST_OPENAI_SECRET
+  - model: mock/claude-mock
+    base_url: {mock}
+    provider_interface: anthropic
+    access_key: $TEST_ANTHROPIC_SECRET
+  - model: mock/kimi-style
+    base_url: {mock}/coding/v1
+    access_key: $TEST_OPENAI_SECRET
+    headers:
+      User-Agent: "KimiCLI/1.3"
+  - model: mock/rate-limited
+    base_url: {mock}/v1
+    access_key: $TEST_OPENAI_SECRET
+    headers: {{x-mock-status: "429", x-mock-retry_after: "7"}}
+  - model: mock/claude-overloaded
+    base_url: {mock}
+    provider_interface: anthropic
+    headers: {{x-mock-status: "529"}}
+  - model: mock/hangs
+    base_url: {mock}/v1
+    headers: {{x-mock-fault: hang}}
+  - model: mock/dead
+    base_url: http://127.0.0.1:{dead_port}/v1
+  - model: moonshotai/kimi-unset
+    access_key: $JUNCTION_TEST_NEVER_SET
+model_aliases:
+  small-fast: {{target: claude-mock}}
+  gpt-alias: {{target: mock/gpt-mock}}
+gateway_keys:
+  - name: tests
+    key: $TEST_GATEWAY_KEY
+limits:
+  max_body_bytes: 65536
+"""
+
+
+def write_config(tmp: Path, text: str) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def serve(config: Path, env: dict[str, str] | None = None):
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    full_env = dict(os.environ, **(env or {}))
+    return start_process(args, f"http://127.0.0.1:{port}/healthz", env=full_env), f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[str]:
+    with start_mock_upstream() as (_, base_url):
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("gw")
+    config = write_config(tmp, CONFIG.format(mock=mock, dead_port=free_port()))
+    env = {"TEST_OPENAI_SECRET": UPSTREAM_OPENAI_SECRET, "TEST_ANTHROPIC_SECRET": UPSTREAM_ANTHROPIC_SECRET,
+           "TEST_GATEWAY_KEY": KEY}  # fmt: skip
+    env_clean = {k: v for k, v in env.items()}
+    proc, base = serve(config, env_clean)
+    with proc:
+        yield base
+
+
+@pytest.fixture()
+def recorded(mock: str):
+    """Requests the mock received during the test."""
+    httpx.delete(f"{mock}/_mock/requests")
+
+    def get() -> list[dict]:
+        return httpx.get(f"{mock}/_mock/requests").json()
+
+    return get
+
+
+def oa(gateway: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=key, max_retries=0, timeout=20)
+
+
+def an(gateway: str, key: str = KEY) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway, api_key=key, max_retries=0, timeout=20)
+
+
+USER = [{"role": "user", "content": "hello there"}]
+
+
+# --- models and health ---------------------------------------------------------------------
+
+
+def test_healthz_needs_no_key(gateway: str) -> None:
+    assert httpx.get(f"{gateway}/healthz").json() == {"status": "ok"}
+
+
+def test_models_list_through_both_sdks(gateway: str) -> None:
+    ids = [m.id for m in oa(gateway).models.list()]
+    assert "mock/gpt-mock" in ids and "small-fast" in ids and "gpt-alias" in ids
+    anthropic_ids = [m.id for m in an(gateway).models.list()]
+    assert anthropic_ids == ids
+
+
+# --- same-protocol relay ---------------------------------------------------------------------
+
+
+def test_anthropic_stream_same_protocol(gateway: str, recorded) -> None:
+    client = an(gateway)
+    with client.messages.stream(model="claude-mock", max_tokens=64, messages=USER) as stream:
+        headers = stream.response.headers
+        events = [event.type for event in stream]
+        message = stream.get_final_message()
+    assert message.content[0].text == "Mock reply to: hello there"
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert headers["x-junction-model"] == "mock/claude-mock"
+    assert headers["x-junction-route"] == "none"
+    assert float(headers["x-junction-upstream-ms"]) >= 0
+    assert len(headers["x-junction-request-id"]) >= 16
+    (req,) = recorded()
+    assert req["path"] == "/v1/messages"
+    assert req["body"]["model"] == "claude-mock" and req["body"]["stream"] is True
+
+
+def test_openai_stream_same_protocol_with_usage(gateway: str) -> None:
+    client = oa(gateway)
+    with client.chat.completions.stream(model="mock/gpt-mock", messages=USER,
+                                        stream_options={"include_usage": True}) as stream:  # fmt: skip
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "Mock reply to: hello there"
+    assert final.usage is not None and final.usage.completion_tokens > 0
+
+
+def test_non_streaming_both_protocols(gateway: str) -> None:
+    message = an(gateway).messages.create(model="claude-mock", max_tokens=64, messages=USER)
+    assert message.content[0].text == "Mock reply to: hello there"
+    completion = oa(gateway).chat.completions.create(model="gpt-mock", messages=USER)
+    assert completion.choices[0].message.content == "Mock reply to: hello there"
+
+
+def test_tool_calls_relay_both_protocols(gateway: str) -> None:
+    tool = {"name": "get_weather", "description": "weather", "input_schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    with an(gateway).messages.stream(model="claude-mock", max_tokens=64, tools=[tool],
+                                      messages=[{"role": "user", "content": "use tool please"}]) as s:  # fmt: skip
+        message = s.get_final_message()
+    assert message.stop_reason == "tool_use"
+    assert message.content[-1].type == "tool_use" and message.content[-1].input == {"city": "mock"}
+    fn = {"type": "function", "function": {"name": "get_weather", "parameters": tool["input_schema"]}}
+    with oa(gateway).chat.completions.stream(model="gpt-mock", tools=[fn],
+                                             messages=[{"role": "user", "content": "use tool"}]) as s:  # fmt: skip
+        final = s.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and call.function.arguments == '{"city": "mock"}' or \
+        call.function.arguments.replace(" ", "") == '{"city":"mock"}'
+
+
+def test_stream_bytes_relayed_verbatim_and_unbuffered(gateway: str, mock: str) -> None:
+    chunks = [
+        'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+        '"role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,'
+        '"usage":{"input_tokens":3,"output_tokens":0},"x_unknown_field":{"kept":true}}}\n\n',
+        'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n',
+        'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"héllo ✓"}}\n\n',
+        'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+        'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}\n\n',
+        'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+    httpx.post(f"{mock}/_mock/script", json={"responses": [{
+        "match_model": "claude-mock", "status": 200, "headers": {"content-type": "text/event-stream"},
+        "chunks": chunks, "gap_ms": 400}]})  # fmt: skip
+    body = {"model": "claude-mock", "max_tokens": 10, "stream": True, "messages": USER}
+    started = time.perf_counter()
+    first_at = None
+    received = b""
+    with httpx.stream("POST", f"{gateway}/v1/messages?beta=true", json=body, headers={"x-api-key": KEY},
+                      timeout=20) as response:  # fmt: skip
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for piece in response.iter_raw():
+            if first_at is None:
+                first_at = time.perf_counter() - started
+            received += piece
+    total = time.perf_counter() - started
+    assert received == "".join(chunks).encode()
+    # 6 chunks 400 ms apart: the first must arrive long before the stream ends.
+    assert first_at is not None and first_at < total - 1.2
+
+
+# --- model selection -------------------------------------------------------------------------
+
+
+def test_alias_applied_and_rewritten_upstream(gateway: str, recorded) -> None:
+    response = oa(gateway).chat.completions.with_raw_response.create(model="gpt-alias", messages=USER)
+    assert response.headers["x-junction-alias"] == "gpt-alias"
+    assert response.headers["x-junction-model"] == "mock/gpt-mock"
+    assert recorded()[0]["body"]["model"] == "gpt-mock"
+
+
+def test_unknown_claude_model_reaches_default(mock: str, tmp_path: Path, recorded) -> None:
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/other
+            base_url: {mock}
+            provider_interface: anthropic
+          - model: mock/the-default
+            base_url: {mock}
+            provider_interface: anthropic
+            default: true
+    """)
+    proc, base = serve(config)
+    with proc:
+        for name in ("claude-opus-4-8", "claude-haiku-4-5-20251001", "claude-opus-4-8[1m]"):
+            raw = an(base, "unused").messages.with_raw_response.create(model=name, max_tokens=8, messages=USER)
+            assert raw.headers["x-junction-model"] == "mock/the-default"
+    assert {r["body"]["model"] for r in recorded()} == {"the-default"}
+
+
+def test_unknown_model_without_default_is_404_in_protocol(mock: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/only
+            base_url: {mock}
+    """)
+    proc, base = serve(config)
+    with proc:
+        with pytest.raises(openai.NotFoundError) as info:
+            oa(base, "x").chat.completions.create(model="gpt-9", messages=USER)
+        assert "gpt-9" in info.value.message
+
+
+# --- upstream request hygiene ----------------------------------------------------------------
+
+
+def test_upstream_auth_headers_and_client_key_never_forwarded(gateway: str, recorded) -> None:
+    httpx.post(f"{gateway}/v1/messages", json={"model": "claude-mock", "max_tokens": 8, "messages": USER},
+               headers={"x-api-key": KEY, "anthropic-beta": "tools-2099-01-01", "cookie": "c=1", "x-custom": "1",
+                        "anthropic-version": "2099-01-01", "user-agent": "client-agent/1"}).raise_for_status()
+    oa(gateway).chat.completions.create(model="gpt-mock", messages=USER, extra_headers={"anthropic-beta": "x"})
+    oa(gateway).chat.completions.create(model="kimi-style", messages=USER)
+    to_anthropic, to_openai, to_kimi = recorded()
+    h = to_anthropic["headers"]
+    assert h["x-api-key"] == UPSTREAM_ANTHROPIC_SECRET and "authorization" not in h
+    # The client's version and betas reach an Anthropic upstream unchanged.
+    assert h["anthropic-version"] == "2099-01-01" and h["anthropic-beta"] == "tools-2099-01-01"
+    assert "cookie" not in h and "x-custom" not in h and h.get("user-agent") != "client-agent/1"
+    h = to_openai["headers"]
+    assert h["authorization"] == f"Bearer {UPSTREAM_OPENAI_SECRET}"
+    assert "x-api-key" not in h and "anthropic-beta" not in h
+    assert to_kimi["path"] == "/coding/v1/chat/completions"
+    assert to_kimi["headers"]["user-agent"] == "KimiCLI/1.3"
+    for req in (to_anthropic, to_openai, to_kimi):
+        assert KEY not in str(req["headers"])
+
+
+def test_anthropic_version_defaulted_when_client_sends_none(gateway: str, recorded) -> None:
+    body = {"model": "claude-mock", "max_tokens": 5, "messages": USER}
+    assert httpx.post(f"{gateway}/v1/messages", json=body, headers={"x-api-key": KEY}).status_code == 200
+    assert recorded()[0]["headers"]["anthropic-version"] == "2023-06-01"
+
+
+def test_unknown_body_fields_preserved(gateway: str, recorded) -> None:
+    an(gateway).messages.create(model="claude-mock", max_tokens=8, messages=USER,
+                                extra_body={"future_field": {"a": [1, 2]}, "context_management": {"edits": []}})
+    body = recorded()[0]["body"]
+    assert body["future_field"] == {"a": [1, 2]} and body["context_management"] == {"edits": []}
+
+
+def test_count_tokens_same_protocol(gateway: str) -> None:
+    count = an(gateway).messages.count_tokens(model="claude-mock", messages=USER)
+    assert count.input_tokens > 0
+
+
+# --- errors in the client's protocol ---------------------------------------------------------
+
+
+def test_missing_and_wrong_gateway_key(gateway: str, mock: str) -> None:
+    before = httpx.get(f"{mock}/_mock/stats").json()["received"]
+    with pytest.raises(anthropic.AuthenticationError) as a_info:
+        an(gateway, "wrong-key").messages.create(model="claude-mock", max_tokens=8, messages=USER)
+    assert a_info.value.body["type"] == "error" and a_info.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError) as o_info:
+        oa(gateway, "wrong-key").chat.completions.create(model="gpt-mock", messages=USER)
+    assert o_info.value.body["type"] == "authentication_error"
+    raw = httpx.post(f"{gateway}/v1/messages", json={})
+    assert raw.status_code == 401 and "missing gateway key" in raw.json()["error"]["message"]
+    assert httpx.get(f"{gateway}/v1/models").status_code == 401
+    bearer = httpx.get(f"{gateway}/v1/models", headers={"authorization": f"Bearer {KEY}"})
+    assert bearer.status_code == 200
+    assert httpx.get(f"{mock}/_mock/stats").json()["received"] == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v1/messages", b"{not json", 400, "not valid JSON"),
+        ("/v1/messages", b"", 400, "empty"),
+        ("/v1/messages", b"[1,2]", 400, "expected a JSON object"),
+        ("/v1/messages", b'{"messages":[{"role":"user","content":"x"}],"max_tokens":5}', 400, "model: required"),
+        ("/v1/messages", b'{"model":"m","messages":[{"role":"user","content":"x"}]}', 400, "max_tokens: required"),
+        ("/v1/messages", b'{"model":"m","max_tokens":5,"messages":"hi"}', 400, "messages: expected an array"),
+        ("/v1/messages", b'{"model":"m","max_tokens":5,"messages":[{"role":"bot","content":"x"}]}', 400,
+         "messages[0].role: expected one of user, assistant, system, got 'bot'"),
+        ("/v1/chat/completions", b'{"model":7,"messages":[]}', 400, "model: expected a non-empty string"),
+        ("/v1/chat/completions", b'{"model":"m","messages":[]}', 400, "messages: must contain at least one"),
+        ("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}',
+         400, "stream: expected a boolean"),
+        ("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":"' + b"x" * 70000 + b'"}]}',
+         413, "exceeds the limit of 65536 bytes"),
+    ],
+)
+def test_bad_requests_get_clear_protocol_errors(gateway: str, path: str, body: bytes, status: int,
+                                                fragment: str) -> None:  # fmt: skip
+    response = httpx.post(f"{gateway}{path}", content=body, headers={"x-api-key": KEY,
+                                                                     "content-type": "application/json"})
+    assert response.status_code == status
+    payload = response.json()
+    if path == "/v1/messages":
+        assert payload["type"] == "error" and fragment in payload["error"]["message"]
+        assert payload["error"]["type"] in ("invalid_request_error", "request_too_large")
+    else:
+        assert fragment in payload["error"]["message"] and payload["error"]["type"] == "invalid_request_error"
+    assert response.headers["x-junction-request-id"]
+
+
+def test_oversized_body_refused_before_it_is_read(gateway: str) -> None:
+    """Content-Length over the limit: 413 at once, without waiting for (or reading) the body."""
+    import socket
+
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=3) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"x-api-key: " + KEY.encode() + b"\r\ncontent-length: 1000000000\r\n\r\n{\"model\":")
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert b"exceeds the limit of 65536 bytes" in reply
+
+
+def test_unset_variable_named_in_protocol_error(gateway: str) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        oa(gateway).chat.completions.create(model="kimi-unset", messages=USER)
+    assert info.value.status_code == 503
+    assert "JUNCTION_TEST_NEVER_SET" in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
+def test_cross_protocol_is_clear_501_until_translation(gateway: str) -> None:
+    with pytest.raises(anthropic.APIStatusError) as a_info:
+        an(gateway).messages.create(model="gpt-mock", max_tokens=8, messages=USER)
+    assert a_info.value.status_code == 501 and "translation" in a_info.value.message
+    with pytest.raises(openai.APIStatusError) as o_info:
+        oa(gateway).chat.completions.create(model="claude-mock", messages=USER)
+    assert o_info.value.status_code == 501 and o_info.value.body["code"] == "not_implemented"
+
+
+def test_upstream_errors_relayed_with_status_and_retry_after(gateway: str) -> None:
+    with pytest.raises(openai.RateLimitError) as info:
+        oa(gateway).chat.completions.create(model="rate-limited", messages=USER)
+    assert info.value.response.headers["retry-after"] == "7"
+    with pytest.raises(anthropic.APIStatusError) as a_info:
+        an(gateway).messages.create(model="claude-overloaded", max_tokens=8, messages=USER)
+    assert a_info.value.status_code == 529 and a_info.value.body["error"]["type"] == "overloaded_error"
+
+
+def test_unreachable_upstream_is_502_in_protocol(gateway: str) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        oa(gateway).chat.completions.create(model="dead", messages=USER)
+    assert info.value.status_code == 502 and "could not be reached" in info.value.message
+    assert "127.0.0.1" not in info.value.message
+
+
+def test_unknown_path_and_method_in_protocol(gateway: str) -> None:
+    response = httpx.get(f"{gateway}/v1/messages", headers={"x-api-key": KEY})
+    assert response.status_code == 405 and response.json()["type"] == "error"
+    response = httpx.post(f"{gateway}/v1/nothing", headers={"x-api-key": KEY})
+    assert response.status_code == 404 and "error" in response.json()
+
+
+def test_client_disconnect_cancels_upstream(gateway: str, mock: str) -> None:
+    before = httpx.get(f"{mock}/_mock/stats").json()
+    with pytest.raises(openai.APITimeoutError):
+        openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0, timeout=0.5).chat.completions.create(
+            model="hangs", messages=USER)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{mock}/_mock/stats").json()
+        if stats["aborted"] > before["aborted"]:
+            break
+        time.sleep(0.05)
+    assert stats["aborted"] == before["aborted"] + 1 and stats["open"] == 0
+
+
+def test_passthrough_auth_forwards_client_credential_reshaped(mock: str, tmp_path: Path, recorded) -> None:
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/own-key
+            base_url: {mock}
+            provider_interface: anthropic
+            passthrough_auth: true
+            default: true
+    """)
+    proc, base = serve(config)
+    with proc:
+        openai_style = httpx.post(f"{base}/v1/messages", headers={"authorization": "Bearer client-provider-key"},
+                                  json={"model": "x", "max_tokens": 5, "messages": USER})  # fmt: skip
+        assert openai_style.status_code == 200
+    (req,) = recorded()
+    assert req["headers"]["x-api-key"] == "client-provider-key"
+    assert "authorization" not in req["headers"]
+
+
+def test_seed_config_serves_on_its_listener() -> None:
+    """`junction serve` with the seed config binds 0.0.0.0:12000 and lists every seed model."""
+    import shutil
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 12000)) == 0:
+            pytest.skip("port 12000 is already in use on this machine; cannot start the seed listener")
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(ROOT / "plano_config.yaml")]
+    # No provider keys: nothing can leave the machine, and the error must name the variable.
+    env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "MOONSHOTAI_API_KEY")}
+    with start_process(args, "http://127.0.0.1:12000/healthz", env=env):
+        ids = [m["id"] for m in httpx.get("http://127.0.0.1:12000/v1/models").json()["data"]]
+        assert ids == ["moonshotai/kimi-for-coding", "deepseek/deepseek-v4-pro", "deepseek/deepseek-v4-flash",
+                       "arch.claude.code.small.fast"]  # fmt: skip
+        if shutil.which("ss"):
+            listening = subprocess.run(["ss", "-ltnH", "sport = :12000"], capture_output=True, text=True).stdout
+            assert "0.0.0.0:12000" in listening
+        alias = httpx.post("http://127.0.0.1:12000/v1/chat/completions",
+                           json={"model": "arch.claude.code.small.fast", "messages": USER}, timeout=5)
+        assert alias.status_code == 503 and "DEEPSEEK_API_KEY" in alias.json()["error"]["message"]
+        assert alias.headers["x-junction-model"] == "deepseek/deepseek-v4-flash"
+        assert alias.headers["x-junction-alias"] == "arch.claude.code.small.fast"
+
+
+def test_seed_config_alias_and_default_reach_deepseek_flash(mock: str, tmp_path: Path, recorded) -> None:
+    """The seed config with its providers pointed at the mock: the small/fast alias and an unknown
+    Claude model name both reach deepseek/deepseek-v4-flash."""
+    import yaml
+
+    seed = yaml.safe_load((ROOT / "plano_config.yaml").read_text())
+    for provider in seed["llm_providers"]:
+        provider["base_url"] = f"{mock}/v1"
+    seed["listeners"][0]["address"] = "127.0.0.1"
+    config = tmp_path / "seed.yaml"
+    config.write_text(yaml.safe_dump(seed))
+    proc, base = serve(config, {"DEEPSEEK_API_KEY": "sk-ds-test", "MOONSHOTAI_API_KEY": "sk-kimi-test"})
+    with proc:
+        client = oa(base, "unused")
+        for name in ("arch.claude.code.small.fast", "claude-haiku-4-5-20251001"):
+            raw = client.chat.completions.with_raw_response.create(model=name, messages=USER)
+            assert raw.headers["x-junction-model"] == "deepseek/deepseek-v4-flash"
+            assert raw.parse().choices[0].message.content == "Mock reply to: hello there"
+    bodies = [r["body"]["model"] for r in recorded()]
+    assert bodies == ["deepseek-v4-flash", "deepseek-v4-flash"]
+    assert all(r["headers"]["authorization"] == "Bearer sk-ds-test" for r in recorded())
