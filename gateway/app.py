@@ -30,7 +30,7 @@ def llm_chain(config: Config, pool: ClientPool) -> Any:
     requests are refused before their body is read.
     """
     app: Any = Upstream(pool)
-    app = Repair(app)
+    app = Repair(app, config.ping_interval_s)
     app = Translate(app)
     app = Routing(app)
     app = Aliases(app, config)

@@ -22,6 +22,8 @@ class Call:
     key: GatewayKey | None = None  # the gateway key the client presented
     credential: str | None = field(default=None, repr=False)  # only kept for passthrough_auth
     body: dict[str, Any] | None = None
+    body_size: int = 0
+    query: str = ""  # the client's query string (Claude Code sends ?beta=true)
     stream: bool = False
     requested_model: str | None = None
     alias: str | None = None

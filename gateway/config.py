@@ -22,12 +22,14 @@ import yaml
 
 from models.providers import (
     CATALOG,
+    NO_QUIRKS,
     ApiStyle,
-    AuthStyle,
     ProviderSpec,
+    Quirks,
     custom_spec,
     default_headers_for,
     join_url,
+    quirks_for,
 )
 
 PLANO_VERSIONS = ("v0.1", "v0.1.0", "0.1-beta", "0.2.0", "v0.3.0", "v0.4.0")
@@ -43,7 +45,7 @@ _PLANO_IGNORED = (
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
-    "listeners", "gateway_keys", "limits",
+    "listeners", "gateway_keys", "limits", "streaming",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -76,6 +78,7 @@ class Provider:
     passthrough_auth: bool = False
     missing_env: tuple[str, ...] = ()  # unset variables this provider needs
     wildcard: bool = False
+    quirks: Quirks = NO_QUIRKS
 
     @property
     def api(self) -> ApiStyle:
@@ -97,6 +100,7 @@ class Provider:
             name=f"{self.prefix}/{model_id}",
             url=join_url(self.spec, self.base_url, "", model_id),
             wildcard=False,
+            quirks=quirks_for(self.spec, self.base_url, model_id),
         )
 
 
@@ -136,6 +140,7 @@ class Config:
     gateway_keys: tuple[GatewayKey, ...]
     auth_enabled: bool
     max_body_bytes: int
+    ping_interval_s: float = 10.0
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
 
@@ -263,6 +268,7 @@ class _Builder:
         listeners = self.listeners()
         keys, auth_enabled = self.gateway_keys()
         max_body = self.limits()
+        ping_interval = self.streaming()
         defaults = [p for p in providers if p.default]
         if len(defaults) > 1:
             self.error("llm_providers", "at most one provider may have default: true "
@@ -287,6 +293,7 @@ class _Builder:
             gateway_keys=tuple(keys),
             auth_enabled=auth_enabled,
             max_body_bytes=max_body,
+            ping_interval_s=ping_interval,
             warnings=tuple(self.warnings),
             source=self.source,
         )
@@ -388,6 +395,7 @@ class _Builder:
             passthrough_auth=flags.get("passthrough_auth", False),
             missing_env=tuple(dict.fromkeys(missing)),
             wildcard=wildcard,
+            quirks=quirks_for(spec, base_url, model_id),
         )
 
     def spec(self, path: str, prefix: str, interface: Any, base_url: str | None) -> ProviderSpec | None:
@@ -598,6 +606,18 @@ class _Builder:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
             self.error("limits.max_body_bytes", f"expected an integer >= 1024, got {value!r}")
             return DEFAULT_MAX_BODY_BYTES
+        return value
+
+
+    def streaming(self) -> float:
+        raw = self.raw.get("streaming") or {}
+        if not self.typed("streaming", raw, dict, "a mapping"):
+            return 10.0
+        self.unknown_keys("streaming.", raw, ("ping_interval",))
+        value = parse_duration("streaming.ping_interval", raw.get("ping_interval", 10), self)
+        if value is None or value <= 0:
+            self.error("streaming.ping_interval", "expected a positive duration")
+            return 10.0
         return value
 
 

@@ -9,37 +9,9 @@ from __future__ import annotations
 import orjson
 
 from models.providers import ApiStyle
+from models.translate.errors import error_body, error_type, stream_error_frame
 
-# Anthropic's error type for each status (protocol-conformance §1.6).
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    501: "api_error",
-    502: "api_error",
-    503: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-# OpenAI's `type` for each status.
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    501: "not_implemented",
-    504: "timeout",
-}
-
+__all__ = ["error_body", "error_type", "stream_error_frame"]
 
 class GatewayError(Exception):
     """An error with a client-facing message; `status` picks the protocol error type."""
@@ -88,6 +60,10 @@ class NotImplementedYet(GatewayError):
     status = 501
     code = "not_implemented"
 
+    def __init__(self, message: str) -> None:
+        # A missing capability does not appear on retry.
+        super().__init__(message, headers={"x-should-retry": "false"})
+
 
 class ProviderUnavailable(GatewayError):
     """The chosen provider cannot be called (e.g. its key variable is unset)."""
@@ -113,31 +89,6 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
-def error_type(api: ApiStyle, status: int) -> str:
-    if api is ApiStyle.ANTHROPIC:
-        return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-
-
-def error_body(api: ApiStyle, status: int, message: str, code: str | None = None,
-               request_id: str | None = None) -> dict[str, object]:  # fmt: skip
-    if api is ApiStyle.ANTHROPIC:
-        body: dict[str, object] = {"type": "error", "error": {"type": error_type(api, status), "message": message}}
-        if request_id:
-            body["request_id"] = request_id
-        return body
-    return {"error": {"message": message, "type": error_type(api, status), "param": None, "code": code}}
-
-
 def render(api: ApiStyle, exc: GatewayError, request_id: str | None = None) -> tuple[int, bytes]:
     """Status and JSON body for an error raised before the response started."""
     return exc.status, orjson.dumps(error_body(api, exc.status, exc.message, exc.code, request_id))
-
-
-def stream_error_frame(api: ApiStyle, status: int, message: str) -> bytes:
-    """The terminal SSE frame that tells a streaming client the response failed."""
-    body = error_body(api, status, message)
-    if api is ApiStyle.ANTHROPIC:
-        return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
-    # The OpenAI SDK raises on a chunk carrying a top-level `error`; no [DONE] follows.
-    return b"data: " + orjson.dumps(body) + b"\n\n"

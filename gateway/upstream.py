@@ -32,11 +32,12 @@ _RELAY_HEADERS = frozenset(
      b"x-should-retry", b"openai-processing-ms")
 )  # fmt: skip
 _RELAY_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-")
+USER_AGENT = "junction-gateway/0.1"
 
 
 def upstream_headers(call: Call, provider: Provider) -> dict[str, str]:
     """Auth per the provider's style, its configured headers, and the allowlisted client ones."""
-    headers = {"content-type": "application/json", "accept": "application/json"}
+    headers = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
     if call.stream:
         # Compressed SSE is held back until a whole deflate block arrives.
         headers["accept"] = "text/event-stream"
@@ -155,6 +156,9 @@ class Upstream:
                 f"{', '.join(provider.missing_env)} is not set on the gateway"
             )
         url = provider.url if call.endpoint == "chat" else provider.endpoint_url("/count_tokens")
+        if call.query and provider.api is ApiStyle.ANTHROPIC and call.protocol is ApiStyle.ANTHROPIC:
+            # The beta surface (`?beta=true`) reaches an Anthropic upstream as the client used it.
+            url += ("&" if "?" in url else "?") + call.query
         client = self.pool.get(provider)
         request = client.build_request("POST", url, content=call.upstream_body,
                                        headers=upstream_headers(call, provider))  # fmt: skip

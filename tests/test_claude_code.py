@@ -292,7 +292,6 @@ def test_gateway_relays_claude_code_request_unchanged(mock: str, gateway_to_anth
         assert headers[0][name] == headers[1][name], name
 
 
-@pytest.mark.xfail(reason="protocol translation not available yet", strict=False)
 def test_claude_code_write_tool_through_gateway_to_openai_upstream(
         mock: str, gateway_to_openai: str, recorded, tmp_path: Path) -> None:  # fmt: skip
     s = Scenario(tmp_path)

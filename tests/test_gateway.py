@@ -377,13 +377,42 @@ def test_unset_variable_named_in_protocol_error(gateway: str) -> None:
     assert info.value.response.headers["x-should-retry"] == "false"
 
 
-def test_cross_protocol_is_clear_501_until_translation(gateway: str) -> None:
-    with pytest.raises(anthropic.APIStatusError) as a_info:
-        an(gateway).messages.create(model="gpt-mock", max_tokens=8, messages=USER)
-    assert a_info.value.status_code == 501 and "translation" in a_info.value.message
-    with pytest.raises(openai.APIStatusError) as o_info:
-        oa(gateway).chat.completions.create(model="claude-mock", messages=USER)
-    assert o_info.value.status_code == 501 and o_info.value.body["code"] == "not_implemented"
+TOOL = {"name": "get_weather", "description": "weather", "input_schema": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_anthropic_client_to_openai_upstream(gateway: str, recorded) -> None:
+    client = an(gateway)
+    message = client.messages.create(model="gpt-mock", max_tokens=64, messages=USER)
+    assert message.content[0].text == "Mock reply to: hello there" and message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    with client.messages.stream(model="gpt-mock", max_tokens=64, tools=[TOOL],
+                                messages=[{"role": "user", "content": "use tool now"}]) as stream:  # fmt: skip
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    (call,) = [b for b in final.content if b.type == "tool_use"]
+    assert call.name == "get_weather" and call.input == {"city": "mock"}
+    sent = recorded()[-1]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["stream"] is True and sent["body"]["stream_options"] == {"include_usage": True}
+    assert sent["body"]["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_openai_client_to_anthropic_upstream(gateway: str, recorded) -> None:
+    client = oa(gateway)
+    completion = client.chat.completions.create(model="claude-mock", messages=USER)
+    assert completion.choices[0].message.content == "Mock reply to: hello there"
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+    fn = {"type": "function", "function": {"name": "get_weather", "parameters": TOOL["input_schema"]}}
+    with client.chat.completions.stream(model="claude-mock", tools=[fn], stream_options={"include_usage": True},
+                                        messages=[{"role": "user", "content": "use tool"}]) as stream:  # fmt: skip
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and final.choices[0].finish_reason == "tool_calls"
+    assert final.usage is not None and final.usage.completion_tokens > 0
+    sent = recorded()[-1]
+    assert sent["path"] == "/v1/messages" and sent["body"]["max_tokens"] > 0
+    assert sent["body"]["tools"][0]["input_schema"] == TOOL["input_schema"]
 
 
 def test_upstream_errors_relayed_with_status_and_retry_after(gateway: str) -> None:

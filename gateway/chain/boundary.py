@@ -49,6 +49,7 @@ class Boundary:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
         call = Call(_request_id(headers), _protocol(path), _endpoint(path), headers)
+        call.query = scope.get("query_string", b"").decode("latin-1")
         scope.setdefault("state", {})[STATE_KEY] = call
         started = finished = streaming = False
 

@@ -1,18 +1,58 @@
-"""Protocol translation layer: builds the request in the upstream's wire protocol.
+"""Protocol translation layer.
 
-Same-protocol traffic is relayed faithfully: the body is forwarded with every field intact, only
-`model` is rewritten to the upstream's model id. Cross-protocol requests are refused with a
-clear 501 in the client's protocol until translation between the two is available.
+On the way in it builds the request in the upstream's wire protocol: same-protocol bodies keep
+every field (only `model` is rewritten, and gateway-signed thinking blocks are removed before
+they can reach a real Anthropic upstream); cross-protocol bodies go through the pure translators
+in `models/translate/`. On the way back it turns the upstream's answer into the client's
+protocol: buffered bodies and errors whole, streams event by event through a state machine fed
+by the repair layer's decoded events.
+
+`count_tokens` for upstreams without such an endpoint is answered here, with a real tokenizer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Callable
 
 import orjson
 
-from gateway.call import get_call
-from gateway.errors import NotImplementedYet
+from gateway.call import Call, get_call
+from gateway.chain.boundary import json_response
+from gateway.chain.repair import ERROR_KEY, EVENTS_KEY, PING_KEY
+from models.providers import ApiStyle
+from models.tokens import count_anthropic_tokens
+from models.translate import request as treq
+from models.translate import response as tresp
+from models.translate.errors import UpstreamResponseError, error_body, map_upstream_error
+from models.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+
+# Bodies above this size are translated and counted in a worker thread (never on the loop).
+OFFLOAD_BYTES = 256 * 1024
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+# Upstream statuses that mean "no count_tokens endpoint here", not a model failure.
+_NO_COUNT_ENDPOINT = (404, 405, 501)
+
+
+def upstream_request(call: Call) -> dict[str, Any]:
+    """The request body in the upstream's protocol (pure)."""
+    provider, body = call.provider, call.body
+    assert provider is not None and body is not None
+    target = treq.Target(provider.model_id, provider.prefix, provider.quirks)
+    if call.protocol is ApiStyle.ANTHROPIC and provider.api is ApiStyle.OPENAI:
+        return treq.anthropic_to_openai(body, target)
+    if call.protocol is ApiStyle.OPENAI and provider.api is ApiStyle.ANTHROPIC:
+        return treq.openai_to_anthropic(body, target)
+    if provider.api is ApiStyle.ANTHROPIC:
+        body = treq.strip_gateway_thinking(body)
+    return body if body.get("model") == provider.model_id else dict(body, model=provider.model_id)
+
+
+async def offload(call: Call, func: Callable[[], Any]) -> Any:
+    """Run CPU work inline for small requests, in a worker thread for big ones."""
+    if call.body_size > OFFLOAD_BYTES:
+        return await asyncio.to_thread(func)
+    return func()
 
 
 class Translate:
@@ -23,13 +63,142 @@ class Translate:
         call = get_call(scope)
         provider = call.provider
         assert provider is not None and call.body is not None
-        if provider.api is not call.protocol:
-            raise NotImplementedYet(
-                f"model '{provider.model}' speaks the {provider.api.value} protocol and translation "
-                f"from {call.protocol.value} requests is not available yet"
-            )
-        body = call.body
-        if body.get("model") != provider.model_id:
-            body = dict(body, model=provider.model_id)
-        call.upstream_body = orjson.dumps(body)
-        await self.app(scope, receive, send)
+        if call.endpoint == "count_tokens" and provider.api is not ApiStyle.ANTHROPIC:
+            await send_count(call, send)
+            return
+        call.upstream_body = await offload(call, lambda: orjson.dumps(upstream_request(call)))
+        if provider.api is call.protocol:
+            if call.endpoint == "count_tokens":
+                send = CountFallback(call, send).send
+            await self.app(scope, receive, send)
+            return
+        estimate = 0
+        if call.stream and call.protocol is ApiStyle.ANTHROPIC:
+            estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
+        await self.app(scope, receive, CrossProtocol(call, send, estimate).send)
+
+
+async def send_count(call: Call, send: Any) -> None:
+    tokens = await offload(call, lambda: count_anthropic_tokens(call.body))
+    start, body = json_response(200, {"input_tokens": tokens})
+    await send(start)
+    await send(body)
+
+
+def _buffered(message: dict[str, Any], parts: list[bytes]) -> bool:
+    """Collect a body message; True once the body is complete."""
+    parts.append(message.get("body", b""))
+    return not message.get("more_body", False)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class CountFallback:
+    """An Anthropic-style upstream without count_tokens gets a local count instead of an error."""
+
+    def __init__(self, call: Call, send: Any) -> None:
+        self.call, self._send = call, send
+        self.relay = False
+        self.parts: list[bytes] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.relay:
+            await self._send(message)
+        elif message["type"] == "http.response.start":
+            self.relay = message["status"] not in _NO_COUNT_ENDPOINT
+            if self.relay:
+                await self._send(message)
+        elif _buffered(message, self.parts):
+            await send_count(self.call, self._send)
+
+
+class CrossProtocol:
+    """The upstream's answer (in its protocol) -> the client's protocol."""
+
+    def __init__(self, call: Call, send: Any, input_estimate: int) -> None:
+        self.call, self._send = call, send
+        self.estimate = input_estimate
+        self.stream: OpenAIToAnthropicStream | AnthropicToOpenAIStream | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parts: list[bytes] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await self._start(message)
+        elif self.stream is not None:
+            await self._stream_body(message)
+        elif _buffered(message, self.parts):
+            await self._complete()
+
+    async def _start(self, message: dict[str, Any]) -> None:
+        self.status, self.headers = message["status"], list(message.get("headers", []))
+        is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
+        if not (self.call.stream and self.status == 200 and is_sse):
+            return  # buffered: answered whole once the body is in
+        self.stream = self._new_stream()
+        passed = [(k, v) for k, v in self.headers if k != b"content-type"]
+        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
+        # message_start (and a ping) as soon as the upstream answers: headers flush at once.
+        await self._send({"type": "http.response.body", "body": self.stream.start(), "more_body": True})
+
+    def _new_stream(self) -> OpenAIToAnthropicStream | AnthropicToOpenAIStream:
+        model = self.call.requested_model or ""
+        if self.call.protocol is ApiStyle.ANTHROPIC:
+            return OpenAIToAnthropicStream(model, self.estimate)
+        options = (self.call.body or {}).get("stream_options") or {}
+        return AnthropicToOpenAIStream(model, bool(options.get("include_usage")))
+
+    async def _stream_body(self, message: dict[str, Any]) -> None:
+        stream = self.stream
+        assert stream is not None
+        more = message.get("more_body", False)
+        error = message.get(ERROR_KEY)
+        if error is not None:
+            out = stream.fail(*error)
+        elif message.get(PING_KEY):
+            out = stream.ping()
+        else:
+            out = b"".join([stream.feed(event) for event in message.get(EVENTS_KEY, ())])
+            if not more:
+                out += stream.finish()
+        if out or not more:
+            await self._send({"type": "http.response.body", "body": out, "more_body": more})
+
+    async def _complete(self) -> None:
+        raw = b"".join(self.parts)
+        call = self.call
+        if self.status >= 400:
+            status, body, extra = map_upstream_error(self.status, raw, call.protocol,
+                                                     _header(self.headers, b"retry-after"))  # fmt: skip
+            await self._respond(status, body, extra)
+            return
+        try:
+            upstream = orjson.loads(raw)
+            if not isinstance(upstream, dict):
+                raise UpstreamResponseError("upstream answered with something other than a JSON object")
+            if call.stream:
+                raise UpstreamResponseError("upstream answered a streaming request with a non-streaming body")
+            model = call.requested_model or ""
+            if call.protocol is ApiStyle.ANTHROPIC:
+                answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=None)
+            else:
+                answer = tresp.anthropic_to_openai(upstream, client_model=model)
+        except orjson.JSONDecodeError:
+            await self._respond(502, error_body(call.protocol, 502, "upstream answered with invalid JSON"), {})
+            return
+        except UpstreamResponseError as exc:
+            await self._respond(exc.status, error_body(call.protocol, exc.status, exc.message), {})
+            return
+        await self._respond(200, answer, {})
+
+    async def _respond(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
+        start, body = json_response(status, payload)
+        start["headers"] += [(k.encode(), v.encode()) for k, v in extra.items()]
+        await self._send(start)
+        await self._send(body)
