@@ -34,9 +34,9 @@ def llm_chain(config: Config, pool: ClientPool) -> Any:
     app = Translate(app)
     app = Routing(app)
     app = Aliases(app, config)
-    app = Intake(app, config.max_body_bytes)
+    app = Intake(app, config.limits)
     app = Auth(app, config)
-    return Boundary(app)
+    return Boundary(app, config.limits.max_header_bytes)
 
 
 def build_app(config: Config) -> Starlette:
@@ -58,7 +58,8 @@ def build_app(config: Config) -> Starlette:
         # The Anthropic SDK appends /v1/messages to a base URL that may already end in /v1.
         Route("/v1/v1/messages", chain, methods=["POST"]),
         Route("/v1/v1/messages/count_tokens", chain, methods=["POST"]),
-        Route("/v1/models", Boundary(Auth(ModelList(config), config)), methods=["GET"]),
+        Route("/v1/models", Boundary(Auth(ModelList(config), config), config.limits.max_header_bytes),
+              methods=["GET"]),  # fmt: skip
         Route("/healthz", healthz, methods=["GET"]),
         Route("/health/live", healthz, methods=["GET"]),
     ]

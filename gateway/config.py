@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -128,6 +128,18 @@ class GatewayKey:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Request limits: past them a request is refused before it costs anything more."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = 32 * 1024  # all request headers together (431 beyond)
+    max_messages: int = 10_000  # messages in one request
+
+
+_LIMIT_FLOORS = {"max_body_bytes": 1024, "max_header_bytes": 1024, "max_messages": 1}
+
+
+@dataclass(frozen=True)
 class Config:
     version: str
     providers: tuple[Provider, ...]
@@ -139,7 +151,7 @@ class Config:
     listeners: tuple[Listener, ...]
     gateway_keys: tuple[GatewayKey, ...]
     auth_enabled: bool
-    max_body_bytes: int
+    limits: Limits
     ping_interval_s: float = 10.0
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
@@ -267,7 +279,7 @@ class _Builder:
         preferences = self.preferences(refs, ambiguous)
         listeners = self.listeners()
         keys, auth_enabled = self.gateway_keys()
-        max_body = self.limits()
+        limits = self.limits()
         ping_interval = self.streaming()
         defaults = [p for p in providers if p.default]
         if len(defaults) > 1:
@@ -292,7 +304,7 @@ class _Builder:
             listeners=tuple(listeners),
             gateway_keys=tuple(keys),
             auth_enabled=auth_enabled,
-            max_body_bytes=max_body,
+            limits=limits,
             ping_interval_s=ping_interval,
             warnings=tuple(self.warnings),
             source=self.source,
@@ -597,17 +609,20 @@ class _Builder:
             self.warnings.append("gateway_keys: no usable key; every request will be refused")
         return keys, True
 
-    def limits(self) -> int:
+    def limits(self) -> Limits:
         raw = self.raw.get("limits") or {}
         if not self.typed("limits", raw, dict, "a mapping"):
-            return DEFAULT_MAX_BODY_BYTES
-        self.unknown_keys("limits.", raw, ("max_body_bytes",))
-        value = raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
-            self.error("limits.max_body_bytes", f"expected an integer >= 1024, got {value!r}")
-            return DEFAULT_MAX_BODY_BYTES
-        return value
-
+            return Limits()
+        self.unknown_keys("limits.", raw, tuple(f.name for f in fields(Limits)))
+        values = {}
+        for item in fields(Limits):
+            value = raw.get(item.name, item.default)
+            floor = _LIMIT_FLOORS[item.name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < floor:
+                self.error(f"limits.{item.name}", f"expected an integer >= {floor}, got {value!r}")
+                continue
+            values[item.name] = value
+        return Limits(**values)
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

@@ -61,6 +61,7 @@ gateway_keys:
     key: $TEST_GATEWAY_KEY
 limits:
   max_body_bytes: 65536
+  max_messages: 50
 """
 
 
@@ -367,6 +368,19 @@ def test_oversized_body_refused_before_it_is_read(gateway: str) -> None:
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 413")
     assert b"exceeds the limit of 65536 bytes" in reply
+
+
+def test_oversized_headers_deep_json_and_too_many_messages(gateway: str) -> None:
+    big = httpx.post(f"{gateway}/v1/messages", headers={"x-api-key": KEY, "x-big": "a" * 40000}, json={})
+    assert big.status_code == 431 and big.json()["type"] == "error"
+    assert "request headers" in big.json()["error"]["message"]
+    deep = b'{"model":"m","messages":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    nested = httpx.post(f"{gateway}/v1/chat/completions", content=deep, headers={"x-api-key": KEY})
+    assert nested.status_code == 400 and "not valid JSON" in nested.json()["error"]["message"]
+    many = [{"role": "user", "content": "x"}] * 51
+    too_many = httpx.post(f"{gateway}/v1/chat/completions", headers={"x-api-key": KEY},
+                          json={"model": "gpt-mock", "messages": many})  # fmt: skip
+    assert too_many.status_code == 413 and "51 messages exceed the limit of 50" in too_many.json()["error"]["message"]
 
 
 def test_unset_variable_named_in_protocol_error(gateway: str) -> None:

@@ -42,8 +42,9 @@ def _request_id(headers: dict[str, str]) -> str:
 
 
 class Boundary:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -65,6 +66,10 @@ class Boundary:
             await send(message)
 
         try:
+            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+            if header_bytes > self.max_header_bytes:
+                raise GatewayError(f"request headers of {header_bytes} bytes exceed the limit of "
+                                   f"{self.max_header_bytes} bytes", status=431, code="headers_too_large")  # fmt: skip
             await self.app(scope, receive, send_wrapper)
         except GatewayError as exc:
             await self._fail(call, send, started, finished, streaming, exc.status, exc.message, exc)

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from gateway.call import get_call
+from gateway.config import Limits
 from gateway.errors import InvalidRequest, PayloadTooLarge
 from models.validate import check_request
 
@@ -39,9 +40,10 @@ async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
 
 
 class Intake:
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, limits: Limits) -> None:
         self.app = app
-        self.limit = max_body_bytes
+        self.limit = limits.max_body_bytes
+        self.max_messages = limits.max_messages
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -52,7 +54,11 @@ class Intake:
             # Parsing tens of MB takes tens of ms: not on the event loop.
             body = await asyncio.to_thread(orjson.loads, raw) if len(raw) > OFFLOAD_BYTES else orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            # orjson also refuses nesting deeper than 1024 levels, which lands here too.
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if isinstance(messages, list) and len(messages) > self.max_messages:
+            raise PayloadTooLarge(f"messages: {len(messages)} messages exceed the limit of {self.max_messages}")
         problems = check_request(call.protocol, body, count_tokens=call.endpoint == "count_tokens")
         if problems:
             raise InvalidRequest("; ".join(problems))
