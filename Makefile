@@ -20,9 +20,10 @@ run: install
 test: install claude-code
 	$(PY) -m pytest -q
 
-# Side-by-side overhead benchmark (gateway vs direct vs LiteLLM); several minutes.
+# Side-by-side overhead benchmark (gateway vs direct vs LiteLLM); a few minutes. LiteLLM runs from its
+# own venv (.venv-bench), created on first use. `make bench-overhead BENCH_ARGS=--quick`: about a minute.
 bench-overhead: install
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --setup-litellm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -7,6 +7,8 @@ import logging
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.chain.aliases import Aliases
@@ -18,12 +20,13 @@ from gateway.chain.routing import Routing
 from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.endpoints import ModelList, healthz, not_routed
+from gateway.observe import Metrics
 from gateway.upstream import ClientPool, Upstream
 
 log = logging.getLogger("junction")
 
 
-def llm_chain(config: Config, pool: ClientPool) -> Any:
+def llm_chain(config: Config, pool: ClientPool, metrics: Metrics) -> Any:
     """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
@@ -36,12 +39,18 @@ def llm_chain(config: Config, pool: ClientPool) -> Any:
     app = Aliases(app, config)
     app = Intake(app, config.limits)
     app = Auth(app, config)
-    return Boundary(app, config.limits.max_header_bytes)
+    return Boundary(app, config.limits.max_header_bytes, metrics)
 
 
 def build_app(config: Config) -> Starlette:
     pool = ClientPool()
-    chain = llm_chain(config, pool)
+    metrics = Metrics()
+    chain = llm_chain(config, pool, metrics)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,9 +71,11 @@ def build_app(config: Config) -> Starlette:
               methods=["GET"]),  # fmt: skip
         Route("/healthz", healthz, methods=["GET"]),
         Route("/health/live", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: not_routed, 405: not_routed})
     app.state.config = config
     app.state.pool = pool
+    app.state.metrics = metrics
     return app

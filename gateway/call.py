@@ -32,6 +32,20 @@ class Call:
     upstream_body: bytes | None = None  # the request as the upstream expects it
     upstream_ms: float | None = None  # request sent -> upstream response headers
     client_gone: bool = False
+    status: int = 0  # the status sent to the client
+    ttft_ms: float | None = None  # first body byte of a stream
+    input_tokens: int | None = None  # as reported by the upstream
+    output_tokens: int | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def add_usage(self, tokens: tuple[int | None, int | None]) -> None:
+        """Keep the latest figures an upstream reported (streams report them in pieces)."""
+        if tokens[0] is not None:
+            self.input_tokens = tokens[0]
+        if tokens[1] is not None:
+            self.output_tokens = tokens[1]
 
     def debug_headers(self) -> list[tuple[bytes, bytes]]:
         """The x-junction-* headers every response carries (streams included)."""

@@ -69,7 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exposure = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else f"ALL clients that reach {host}"
         log.warning("no gateway_keys configured: the gateway is open to %s", exposure)
     app = build_app(config)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=args.access_log,
+    if args.no_access_log:
+        logging.getLogger("junction.access").setLevel(logging.WARNING)
+    # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=10)  # fmt: skip
     return 0
 
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default: the config's listener, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
     add("validate", cmd_validate, "check a config; exit 2 on errors")
     add("models", cmd_models, "list providers, models, aliases and which keys are set")
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)

@@ -8,17 +8,20 @@ bodies whole. A client disconnect cancels the upstream request at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.call import Call, get_call
 from gateway.config import Config, Provider
 from gateway.errors import ProviderUnavailable, UpstreamError, UpstreamTimeout
 from models.providers import ANTHROPIC_VERSION, ApiStyle, AuthStyle
+from models.usage import usage_of
 
 # Client headers that may travel upstream; everything else (cookies, the gateway key, the client's
 # User-Agent and Accept-Encoding) stays here.
@@ -181,6 +184,9 @@ class Upstream:
                 await send({"type": "http.response.body", "body": b""})
             else:
                 body = await response.aread()
+                if response.status_code == 200:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        call.add_usage(usage_of(provider.api, orjson.loads(body)))
                 start["headers"].append((b"content-length", str(len(body)).encode()))
                 await send(start)
                 await send({"type": "http.response.body", "body": body})

@@ -532,3 +532,39 @@ def test_seed_config_alias_and_default_reach_deepseek_flash(mock: str, tmp_path:
     bodies = [r["body"]["model"] for r in recorded()]
     assert bodies == ["deepseek-v4-flash", "deepseek-v4-flash"]
     assert all(r["headers"]["authorization"] == "Bearer sk-ds-test" for r in recorded())
+
+
+def test_metrics_and_json_access_log(mock: str, tmp_path: Path) -> None:
+    import json
+
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/observed
+            base_url: {mock}/v1
+            default: true
+    """)
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+    secret_prompt = "please keep this prompt text out of the logs"
+    with start_process(args, f"http://127.0.0.1:{port}/healthz") as proc:
+        client = oa(f"http://127.0.0.1:{port}", "x")
+        client.chat.completions.create(model="observed", messages=[{"role": "user", "content": secret_prompt}])
+        with client.chat.completions.stream(model="observed", messages=USER,
+                                            stream_options={"include_usage": True}) as stream:  # fmt: skip
+            stream.get_final_completion()
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        time.sleep(0.2)
+        output = proc.output()
+    assert 'junction_requests_total{endpoint="chat",model="mock/observed",protocol="openai",route="none",status="200"} 2.0' in text
+    assert 'gen_ai_client_token_usage_total{model="mock/observed",type="output"}' in text
+    assert "gen_ai_server_time_to_first_token_seconds_count" in text
+    lines = [json.loads(line.split("junction.access: ", 1)[1]) for line in output.splitlines()
+             if "junction.access: " in line]  # fmt: skip
+    assert len(lines) == 2
+    first, second = lines
+    assert first["model"] == "mock/observed" and first["status"] == 200 and first["stream"] is False
+    assert first["input_tokens"] > 0 and first["output_tokens"] > 0
+    assert second["stream"] is True and second["ttft_ms"] is not None and second["output_tokens"] > 0
+    assert secret_prompt not in output

@@ -13,6 +13,7 @@ import orjson
 
 from gateway.call import STATE_KEY, Call
 from gateway.errors import GatewayError, render, stream_error_frame
+from gateway.observe import Metrics, log_access
 from models.providers import ApiStyle
 
 log = logging.getLogger("junction")
@@ -42,9 +43,10 @@ def _request_id(headers: dict[str, str]) -> str:
 
 
 class Boundary:
-    def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024) -> None:
+    def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None) -> None:
         self.app = app
         self.max_header_bytes = max_header_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -60,11 +62,16 @@ class Boundary:
                 finished = True
             elif message["type"] == "http.response.start":
                 started = True
+                call.status = message["status"]
                 raw = message.get("headers", [])
                 streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in raw)
                 message["headers"] = list(raw) + call.debug_headers()
+            elif streaming and call.ttft_ms is None and message.get("body"):
+                call.ttft_ms = call.elapsed_ms()
             await send(message)
 
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
             if header_bytes > self.max_header_bytes:
@@ -77,6 +84,13 @@ class Boundary:
             log.exception("unhandled error in request %s", call.request_id)
             message = f"internal gateway error (request id {call.request_id})"
             await self._fail(call, send, started, finished, streaming, 500, message, None)
+        finally:
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
+                if call.endpoint != "models":
+                    self.metrics.record(call)
+            if call.endpoint != "models":
+                log_access(call)
 
     async def _fail(self, call: Call, send: Any, started: bool, finished: bool, streaming: bool,
                     status: int, message: str, exc: GatewayError | None) -> None:  # fmt: skip
@@ -86,6 +100,7 @@ class Boundary:
             body = render(call.protocol, exc or GatewayError(message, status=status), call.request_id)[1]
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers if exc else {}).items()]
+            call.status = status
             await send({"type": "http.response.start", "status": status,
                         "headers": headers + call.debug_headers()})  # fmt: skip
             await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from gateway.call import Call, get_call
 from gateway.errors import GatewayError
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
+from models.usage import usage_of
 from models.translate.errors import stream_error_frame
 
 EVENTS_KEY = "junction.events"
@@ -86,6 +87,7 @@ class StreamGuard:
 
     def __init__(self, call: Call, send: Any, ping_interval: float) -> None:
         assert call.provider is not None
+        self.call = call
         self.api = call.provider.api
         self._send = send
         self.ping_interval = ping_interval
@@ -144,6 +146,7 @@ class StreamGuard:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError:
                 return False
+            self.call.add_usage(usage_of(self.api, payload))
             if self.api is ApiStyle.ANTHROPIC:
                 if event.event in ("message_stop", "error"):
                     self.terminated = True

@@ -1,0 +1,88 @@
+"""Observability: Prometheus metrics and the structured access log, both fed from the `Call`.
+
+Metric names follow the OpenTelemetry GenAI conventions where one exists (`gen_ai_*`); the
+gateway's own are prefixed `junction_`. Labels carry model and route names only, never keys or
+prompt text. The access log is one JSON object per request, without prompt text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.call import Call
+
+access_log = logging.getLogger("junction.access")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in one process never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("junction_requests", "Requests by route, model and status",
+                                ("protocol", "endpoint", "route", "model", "status"), registry=r)  # fmt: skip
+        self.duration = Histogram("gen_ai_server_request_duration_seconds", "Time to the last byte",
+                                  ("model",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "Time to the first streamed byte",
+                              ("model",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.upstream = Histogram("junction_upstream_latency_seconds", "Upstream request sent -> headers",
+                                  ("model",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.tokens = Counter("gen_ai_client_token_usage", "Tokens reported by upstreams",
+                              ("model", "type"), registry=r)  # fmt: skip
+        self.in_flight = Gauge("junction_requests_in_flight", "Requests being served", registry=r)
+        self.streams = Gauge("junction_streams_in_flight", "Streams being relayed", registry=r)
+        self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
+                                   ("model",), registry=r)  # fmt: skip
+
+    def record(self, call: Call) -> None:
+        model = call.provider.model if call.provider else "none"
+        self.requests.labels(call.protocol.value, call.endpoint, call.route or "none", model,
+                             str(call.status)).inc()  # fmt: skip
+        self.duration.labels(model).observe(call.elapsed_ms() / 1000)
+        if call.ttft_ms is not None:
+            self.ttft.labels(model).observe(call.ttft_ms / 1000)
+        if call.upstream_ms is not None:
+            self.upstream.labels(model).observe(call.upstream_ms / 1000)
+        if call.input_tokens:
+            self.tokens.labels(model, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            self.tokens.labels(model, "output").inc(call.output_tokens)
+        if call.client_gone:
+            self.disconnects.labels(model).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def log_access(call: Call) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    record: dict[str, Any] = {
+        "ts": round(time.time(), 3),
+        "request_id": call.request_id,
+        "key": call.key.name if call.key else None,
+        "protocol": call.protocol.value,
+        "endpoint": call.endpoint,
+        "requested_model": call.requested_model,
+        "model": call.provider.model if call.provider else None,
+        "alias": call.alias,
+        "route": call.route,
+        "status": call.status,
+        "stream": call.stream,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
+        "upstream_ms": round(call.upstream_ms, 2) if call.upstream_ms is not None else None,
+        "ttft_ms": round(call.ttft_ms, 2) if call.ttft_ms is not None else None,
+        "duration_ms": round(call.elapsed_ms(), 2),
+        "client_gone": call.client_gone,
+    }
+    access_log.info(orjson.dumps(record).decode())

@@ -1,0 +1,37 @@
+"""Token usage as reported by an upstream, in either wire protocol (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.providers import ApiStyle
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_of(api: ApiStyle, payload: Any) -> tuple[int | None, int | None]:
+    """(input tokens, output tokens) found in a response body or stream event, else Nones.
+
+    Input counts include cached tokens in both protocols, so the figures are comparable.
+    """
+    if not isinstance(payload, dict):
+        return None, None
+    if api is ApiStyle.ANTHROPIC:
+        usage = payload.get("usage")
+        if not isinstance(usage, dict) and isinstance(payload.get("message"), dict):
+            usage = payload["message"].get("usage")  # message_start
+        if not isinstance(usage, dict):
+            return None, None
+        parts = [_int(usage.get(k)) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+        total_in = sum(p for p in parts if p is not None) if parts[0] is not None else None
+        return total_in, _int(usage.get("output_tokens"))
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        choices = payload.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        usage = first.get("usage")  # Kimi puts stream usage inside choices[0]
+    if not isinstance(usage, dict):
+        return None, None
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
