@@ -19,6 +19,7 @@ from models.providers import ApiStyle
 log = logging.getLogger("junction")
 
 ASGIApp = Any
+_STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Scope = dict[str, Any]
 
 
@@ -66,6 +67,9 @@ class Boundary:
                 raw = message.get("headers", [])
                 streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in raw)
                 message["headers"] = list(raw) + call.debug_headers()
+                if streaming:
+                    # No cache or proxy (nginx) may hold a stream back.
+                    message["headers"] += [(k, v) for k, v in _STREAM_HEADERS if k not in {h for h, _ in raw}]
             elif streaming and call.ttft_ms is None and message.get("body"):
                 call.ttft_ms = call.elapsed_ms()
             await send(message)

@@ -68,9 +68,7 @@ class Translate:
             return
         call.upstream_body = await offload(call, lambda: orjson.dumps(upstream_request(call)))
         if provider.api is call.protocol:
-            if call.endpoint == "count_tokens":
-                send = CountFallback(call, send).send
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, SameProtocol(call, send).send)
             return
         estimate = 0
         if call.stream and call.protocol is ApiStyle.ANTHROPIC:
@@ -85,12 +83,6 @@ async def send_count(call: Call, send: Any) -> None:
     await send(body)
 
 
-def _buffered(message: dict[str, Any], parts: list[bytes]) -> bool:
-    """Collect a body message; True once the body is complete."""
-    parts.append(message.get("body", b""))
-    return not message.get("more_body", False)
-
-
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key == name:
@@ -98,54 +90,87 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
-class CountFallback:
-    """An Anthropic-style upstream without count_tokens gets a local count instead of an error."""
+class _Responder:
+    """A `send` wrapper that lets some answers through and buffers the others whole.
+
+    Subclasses decide at `http.response.start` (`_passes`) and answer buffered bodies in
+    `_complete`. Upstream errors always go through the one upstream-error mapper, so a client
+    sees the same statuses and wording whichever protocol the upstream speaks.
+    """
 
     def __init__(self, call: Call, send: Any) -> None:
         self.call, self._send = call, send
-        self.relay = False
-        self.parts: list[bytes] = []
-
-    async def send(self, message: dict[str, Any]) -> None:
-        if self.relay:
-            await self._send(message)
-        elif message["type"] == "http.response.start":
-            self.relay = message["status"] not in _NO_COUNT_ENDPOINT
-            if self.relay:
-                await self._send(message)
-        elif _buffered(message, self.parts):
-            await send_count(self.call, self._send)
-
-
-class CrossProtocol:
-    """The upstream's answer (in its protocol) -> the client's protocol."""
-
-    def __init__(self, call: Call, send: Any, input_estimate: int) -> None:
-        self.call, self._send = call, send
-        self.estimate = input_estimate
-        self.stream: OpenAIToAnthropicStream | AnthropicToOpenAIStream | None = None
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.parts: list[bytes] = []
+        self.relaying = False
 
     async def send(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            await self._start(message)
-        elif self.stream is not None:
-            await self._stream_body(message)
-        elif _buffered(message, self.parts):
-            await self._complete()
+        if self.relaying:
+            await self._relay(message)
+        elif message["type"] == "http.response.start":
+            self.status, self.headers = message["status"], list(message.get("headers", []))
+            self.relaying = await self._passes(message)
+        else:
+            self.parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._complete(b"".join(self.parts))
 
-    async def _start(self, message: dict[str, Any]) -> None:
-        self.status, self.headers = message["status"], list(message.get("headers", []))
+    async def _passes(self, start: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    async def _relay(self, message: dict[str, Any]) -> None:
+        await self._send(message)
+
+    async def _complete(self, raw: bytes) -> None:
+        status, body, extra = map_upstream_error(self.status, raw, self.call.protocol,
+                                                 _header(self.headers, b"retry-after"))  # fmt: skip
+        await self._respond(status, body, extra)
+
+    async def _respond(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
+        start, body = json_response(status, payload)
+        # The upstream's request-id, x-should-retry and rate-limit headers still apply.
+        kept = [(k, v) for k, v in self.headers if k not in (b"content-type", b"content-length", b"retry-after")]
+        start["headers"] += kept + [(k.encode(), v.encode()) for k, v in extra.items()]
+        await self._send(start)
+        await self._send(body)
+
+
+class SameProtocol(_Responder):
+    """Successful answers pass untouched; errors are re-expressed (context overflow wording,
+    statuses); an Anthropic-style upstream without count_tokens gets a local count instead."""
+
+    async def _passes(self, start: dict[str, Any]) -> bool:
+        if self.status < 400:
+            await self._send(start)
+            return True
+        return False
+
+    async def _complete(self, raw: bytes) -> None:
+        if self.call.endpoint == "count_tokens" and self.status in _NO_COUNT_ENDPOINT:
+            await send_count(self.call, self._send)
+        else:
+            await super()._complete(raw)
+
+
+class CrossProtocol(_Responder):
+    """The upstream's answer (in its protocol) -> the client's protocol."""
+
+    def __init__(self, call: Call, send: Any, input_estimate: int) -> None:
+        super().__init__(call, send)
+        self.estimate = input_estimate
+        self.stream: OpenAIToAnthropicStream | AnthropicToOpenAIStream | None = None
+
+    async def _passes(self, start: dict[str, Any]) -> bool:
         is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
         if not (self.call.stream and self.status == 200 and is_sse):
-            return  # buffered: answered whole once the body is in
+            return False  # buffered: answered whole once the body is in
         self.stream = self._new_stream()
         passed = [(k, v) for k, v in self.headers if k != b"content-type"]
         await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
         # message_start (and a ping) as soon as the upstream answers: headers flush at once.
         await self._send({"type": "http.response.body", "body": self.stream.start(), "more_body": True})
+        return True
 
     def _new_stream(self) -> OpenAIToAnthropicStream | AnthropicToOpenAIStream:
         model = self.call.requested_model or ""
@@ -154,7 +179,7 @@ class CrossProtocol:
         options = (self.call.body or {}).get("stream_options") or {}
         return AnthropicToOpenAIStream(model, bool(options.get("include_usage")))
 
-    async def _stream_body(self, message: dict[str, Any]) -> None:
+    async def _relay(self, message: dict[str, Any]) -> None:
         stream = self.stream
         assert stream is not None
         more = message.get("more_body", False)
@@ -170,14 +195,11 @@ class CrossProtocol:
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
 
-    async def _complete(self) -> None:
-        raw = b"".join(self.parts)
-        call = self.call
+    async def _complete(self, raw: bytes) -> None:
         if self.status >= 400:
-            status, body, extra = map_upstream_error(self.status, raw, call.protocol,
-                                                     _header(self.headers, b"retry-after"))  # fmt: skip
-            await self._respond(status, body, extra)
+            await super()._complete(raw)
             return
+        call = self.call
         try:
             upstream = orjson.loads(raw)
             if not isinstance(upstream, dict):
@@ -186,7 +208,11 @@ class CrossProtocol:
                 raise UpstreamResponseError("upstream answered a streaming request with a non-streaming body")
             model = call.requested_model or ""
             if call.protocol is ApiStyle.ANTHROPIC:
-                answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=None)
+                estimate = None
+                if not isinstance(upstream.get("usage"), dict):
+                    # No usage from the upstream: Claude Code's context meter still needs a figure.
+                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
+                answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)
             else:
                 answer = tresp.anthropic_to_openai(upstream, client_model=model)
         except orjson.JSONDecodeError:
@@ -196,9 +222,3 @@ class CrossProtocol:
             await self._respond(exc.status, error_body(call.protocol, exc.status, exc.message), {})
             return
         await self._respond(200, answer, {})
-
-    async def _respond(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
-        start, body = json_response(status, payload)
-        start["headers"] += [(k.encode(), v.encode()) for k, v in extra.items()]
-        await self._send(start)
-        await self._send(body)
