@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Sequence
 
+from gateway import redact
 from gateway.config import LOOPBACK, Config, ConfigError, load
 
 log = logging.getLogger("junction")
@@ -62,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import build_app
 
     config = _load_or_exit(args.config)
+    redact.install(redact.Redactor(config.secrets()))
     listener = config.listeners[0] if config.listeners else None
     host = args.host or (listener.address if listener else LOOPBACK)
     port = args.port if args.port is not None else (listener.port if listener else 12000)
@@ -72,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.no_access_log:
         logging.getLogger("junction.access").setLevel(logging.WARNING)
     # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False,
+    # log_config=None: uvicorn's loggers propagate to the root handler and its redaction filter.
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False, log_config=None,
                 timeout_graceful_shutdown=10)  # fmt: skip
     return 0
 

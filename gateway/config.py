@@ -152,6 +152,7 @@ class Config:
     gateway_keys: tuple[GatewayKey, ...]
     auth_enabled: bool
     limits: Limits
+    gateway_secrets: tuple[str, ...] = field(default=(), repr=False)  # plaintext keys, for redaction only
     ping_interval_s: float = 10.0
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
@@ -167,7 +168,7 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for redaction."""
-        return tuple(p.access_key for p in self.providers if p.access_key)
+        return tuple(p.access_key for p in self.providers if p.access_key) + self.gateway_secrets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +230,7 @@ class _Builder:
         self.source = source
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.plain_keys: list[str] = []
 
     # -- helpers ------------------------------------------------------------------------------
     def error(self, path: str, message: str) -> None:
@@ -279,6 +281,7 @@ class _Builder:
         preferences = self.preferences(refs, ambiguous)
         listeners = self.listeners()
         keys, auth_enabled = self.gateway_keys()
+        gateway_secrets = tuple(self.plain_keys)
         limits = self.limits()
         ping_interval = self.streaming()
         defaults = [p for p in providers if p.default]
@@ -304,6 +307,7 @@ class _Builder:
             listeners=tuple(listeners),
             gateway_keys=tuple(keys),
             auth_enabled=auth_enabled,
+            gateway_secrets=gateway_secrets,
             limits=limits,
             ping_interval_s=ping_interval,
             warnings=tuple(self.warnings),
@@ -600,6 +604,7 @@ class _Builder:
                     self.warnings.append(f"{path}: environment variable {unset[0]} is not set; key '{name}' is disabled")
                     continue
                 value = sha256(key)
+                self.plain_keys.append(key)
             models = item.get("models")
             if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
                 self.error(f"{path}.models", "expected a list of model names")

@@ -573,3 +573,44 @@ def test_metrics_and_json_access_log(mock: str, tmp_path: Path) -> None:
     assert first["input_tokens"] > 0 and first["output_tokens"] > 0
     assert second["stream"] is True and second["ttft_ms"] is not None and second["output_tokens"] > 0
     assert secret_prompt not in output
+
+
+def test_provider_key_echoed_by_upstream_is_redacted_everywhere(mock: str, tmp_path: Path) -> None:
+    secret = "sk-live-0123456789abcdefSECRET"
+    gateway_key = "gw-key-abcdefghijklmnop"
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/leaky
+            base_url: {mock}/v1
+            access_key: $LEAKY_KEY
+            default: true
+        gateway_keys:
+          - $LEAKY_GATEWAY_KEY
+    """)
+    echo = f'{{"error":{{"message":"Incorrect API key provided: {secret[:10]}***{secret[-4:]} (full: {secret})",' \
+           '"type":"invalid_request_error","code":"invalid_api_key"}}'
+    httpx.post(f"{mock}/_mock/script", json={"responses": [
+        {"match_model": "leaky", "status": 401, "headers": {"content-type": "application/json"}, "chunks": [echo]},
+        {"match_model": "leaky", "status": 401, "headers": {"content-type": "application/json"}, "chunks": [echo]},
+    ]})  # fmt: skip
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "debug"]  # fmt: skip
+    env = dict(os.environ, LEAKY_KEY=secret, LEAKY_GATEWAY_KEY=gateway_key)
+    with start_process(args, f"http://127.0.0.1:{port}/healthz", env=env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        responses = [
+            httpx.post(f"{base}/v1/chat/completions", headers={"authorization": f"Bearer {gateway_key}"},
+                       json={"model": "leaky", "messages": USER}),
+            httpx.post(f"{base}/v1/messages", headers={"x-api-key": gateway_key},
+                       json={"model": "leaky", "max_tokens": 5, "messages": USER}),
+        ]  # fmt: skip
+        metrics = httpx.get(f"{base}/metrics").text
+        time.sleep(0.2)
+        output = proc.output()
+    seen = "".join(r.text + str(r.headers) for r in responses) + metrics + output
+    assert [r.status_code for r in responses] == [401, 401]
+    assert "Incorrect API key provided" in responses[0].json()["error"]["message"]
+    for value in (secret, gateway_key):
+        assert value[:8] not in seen

@@ -20,6 +20,7 @@ import orjson
 from gateway.call import Call, get_call
 from gateway.chain.boundary import json_response
 from gateway.chain.repair import ERROR_KEY, EVENTS_KEY, PING_KEY
+from gateway.redact import Redactor
 from models.providers import ApiStyle
 from models.tokens import count_anthropic_tokens
 from models.translate import request as treq
@@ -123,6 +124,8 @@ class _Responder:
         await self._send(message)
 
     async def _complete(self, raw: bytes) -> None:
+        if self.call.provider is not None and self.call.provider.access_key:
+            raw = Redactor((self.call.provider.access_key,)).data(raw)  # providers echo keys in errors
         status, body, extra = map_upstream_error(self.status, raw, self.call.protocol,
                                                  _header(self.headers, b"retry-after"))  # fmt: skip
         await self._respond(status, body, extra)
