@@ -19,6 +19,7 @@ from gateway.chain.repair import Repair
 from gateway.chain.routing import Routing
 from gateway.chain.translate import Translate
 from gateway.config import Config
+from gateway.cooldown import Health
 from gateway.endpoints import ModelList, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.upstream import ClientPool, Upstream
@@ -32,7 +33,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics) -> Any:
     Intake (read and check the body once) sits right after auth so that unauthenticated
     requests are refused before their body is read.
     """
-    app: Any = Upstream(pool)
+    app: Any = Upstream(pool, config, Health(config.failover), metrics)
     app = Repair(app, config.ping_interval_s)
     app = Translate(app)
     app = Routing(app)
@@ -43,7 +44,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics) -> Any:
 
 
 def build_app(config: Config) -> Starlette:
-    pool = ClientPool()
+    pool = ClientPool(config.timeouts)
     metrics = Metrics()
     chain = llm_chain(config, pool, metrics)
 

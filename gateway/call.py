@@ -28,6 +28,9 @@ class Call:
     requested_model: str | None = None
     alias: str | None = None
     provider: Provider | None = None
+    candidates: tuple[Provider, ...] = ()  # provider first, then its fallbacks, in order
+    attempts: int = 0  # upstream requests made
+    fallback_from: str | None = None  # the first choice, when a fallback served
     route: str | None = None
     upstream_body: bytes | None = None  # the request as the upstream expects it
     upstream_ms: float | None = None  # request sent -> upstream response headers
@@ -58,6 +61,10 @@ class Call:
             out.append((b"x-junction-route", (self.route or "none").encode()))
         if self.upstream_ms is not None:
             out.append((b"x-junction-upstream-ms", f"{self.upstream_ms:.2f}".encode()))
+        if self.attempts:
+            out.append((b"x-junction-attempts", str(self.attempts).encode()))
+        if self.fallback_from is not None:
+            out.append((b"x-junction-fallback-from", self.fallback_from.encode()))
         return out
 
 

@@ -45,11 +45,11 @@ _PLANO_IGNORED = (
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
-    "listeners", "gateway_keys", "limits", "streaming",
+    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
-    "passthrough_auth", "http_host", "routing_preferences",
+    "passthrough_auth", "http_host", "routing_preferences", "fallbacks",
 )  # fmt: skip
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -124,7 +124,32 @@ class Listener:
 class GatewayKey:
     name: str
     sha256: bytes = field(repr=False)
-    models: tuple[str, ...] | None = None
+    models: frozenset[str] | None = None  # provider/model names this key may reach (None: all)
+    rpm: int | None = None  # requests per minute (None: unlimited)
+
+    def allows(self, provider: "Provider") -> bool:
+        return self.models is None or provider.model in self.models
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts, in seconds. Defaults suit long reasoning streams."""
+
+    connect: float = 10.0  # TCP + TLS to the upstream
+    # Reasoning models may think, and DeepSeek may queue, for up to 10 minutes before a byte.
+    first_byte: float = 600.0  # request sent -> response headers (and, for streams, the first chunk)
+    idle: float = 600.0  # longest silence between two chunks of a stream
+    total: float = 3600.0  # the whole request, all attempts included
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The retry loop's policy (gateway/upstream.py)."""
+
+    retries: int = 0  # extra tries of the same model on 429/5xx before moving to the next one
+    max_retry_after: float = 30.0  # longest Retry-After the gateway waits for instead of moving on
+    failures_to_cool: int = 3  # consecutive failures that put a model in cooldown
+    cooldown: float = 30.0  # seconds a cooling model is skipped (a 429's Retry-After, if longer)
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,9 @@ class Config:
     limits: Limits
     gateway_secrets: tuple[str, ...] = field(default=(), repr=False)  # plaintext keys, for redaction only
     ping_interval_s: float = 10.0
+    timeouts: Timeouts = Timeouts()
+    failover: Failover = Failover()
+    fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
 
@@ -284,6 +312,10 @@ class _Builder:
         gateway_secrets = tuple(self.plain_keys)
         limits = self.limits()
         ping_interval = self.streaming()
+        timeouts = self.durations("timeouts", Timeouts)
+        failover = self.failover()
+        fallbacks = self.fallbacks(refs, ambiguous)
+        keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
         defaults = [p for p in providers if p.default]
         if len(defaults) > 1:
             self.error("llm_providers", "at most one provider may have default: true "
@@ -310,6 +342,9 @@ class _Builder:
             gateway_secrets=gateway_secrets,
             limits=limits,
             ping_interval_s=ping_interval,
+            timeouts=timeouts,
+            failover=failover,
+            fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),
             source=self.source,
         )
@@ -587,7 +622,7 @@ class _Builder:
                 item = {"key": item}
             if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
                 continue
-            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models"))
+            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm"))
             name = str(item.get("name", f"key{i}"))
             if ("key" in item) == ("sha256" in item):
                 self.error(path, "give exactly one of key or sha256")
@@ -609,7 +644,11 @@ class _Builder:
             if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
                 self.error(f"{path}.models", "expected a list of model names")
                 models = None
-            keys.append(GatewayKey(name, value, tuple(models) if models is not None else None))
+            rpm = item.get("rpm")
+            if rpm is not None and (not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 1):
+                self.error(f"{path}.rpm", f"expected a whole number of requests per minute >= 1, got {rpm!r}")
+                rpm = None
+            keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, rpm))
         if not keys:
             self.warnings.append("gateway_keys: no usable key; every request will be refused")
         return keys, True
@@ -628,6 +667,68 @@ class _Builder:
                 continue
             values[item.name] = value
         return Limits(**values)
+
+    def durations(self, section: str, kind: type) -> Any:
+        """A section of durations (`300s`, `5m`, numbers of seconds) into dataclass `kind`."""
+        raw = self.raw.get(section) or {}
+        if not self.typed(section, raw, dict, "a mapping"):
+            return kind()
+        return kind(**self.durations_of(section, raw, kind))
+
+    def failover(self) -> Failover:
+        raw = self.raw.get("failover") or {}
+        if not self.typed("failover", raw, dict, "a mapping"):
+            return Failover()
+        raw = dict(raw)
+        counts = {k: raw.pop(k) for k in ("retries", "failures_to_cool") if k in raw}
+        durations = self.durations_of("failover", raw, Failover)
+        for name, value in counts.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                self.error(f"failover.{name}", f"expected a whole number >= 0, got {value!r}")
+            else:
+                durations[name] = value
+        return Failover(**durations)
+
+    def durations_of(self, section: str, raw: dict[str, Any], kind: type) -> dict[str, Any]:
+        names = tuple(f.name for f in fields(kind))
+        self.unknown_keys(f"{section}.", raw, names)
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name not in names:
+                continue
+            seconds = parse_duration(f"{section}.{name}", value, self)
+            if seconds is not None and seconds <= 0:
+                self.error(f"{section}.{name}", "expected a positive duration")
+            elif seconds is not None:
+                values[name] = seconds
+        return values
+
+    def fallbacks(self, refs: Mapping[str, Provider], ambiguous: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[Provider, ...]]:
+        """Each provider's own `fallbacks:` list, resolved."""
+        items = self.raw.get(self.provider_key) or []
+        result: dict[str, tuple[Provider, ...]] = {}
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict) or "fallbacks" not in item:
+                continue
+            path = f"{self.provider_key}[{i}].fallbacks"
+            names = item["fallbacks"]
+            if not isinstance(names, list):
+                self.error(path, "expected a list of models")
+                continue
+            owner = refs.get(str(item.get("model")))
+            resolved = [self.resolve_ref(f"{path}[{j}]", ref, refs, ambiguous) for j, ref in enumerate(names)]
+            if owner is not None and all(resolved):
+                result[owner.model] = tuple(p for p in resolved if p is not None and p is not owner)
+        return result
+
+    def key_models(self, index: int, key: GatewayKey, refs: Mapping[str, Provider],
+                   ambiguous: Mapping[str, tuple[str, ...]]) -> GatewayKey:  # fmt: skip
+        """Resolve a key's allowed model names to provider/model names."""
+        if key.models is None:
+            return key
+        path = f"gateway_keys[{index}].models"
+        resolved = [self.resolve_ref(f"{path}[{j}]", ref, refs, ambiguous) for j, ref in enumerate(sorted(key.models))]
+        return replace(key, models=frozenset(p.model for p in resolved if p is not None))
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

@@ -40,6 +40,8 @@ class Metrics:
                               ("model", "type"), registry=r)  # fmt: skip
         self.in_flight = Gauge("junction_requests_in_flight", "Requests being served", registry=r)
         self.streams = Gauge("junction_streams_in_flight", "Streams being relayed", registry=r)
+        self.fallbacks = Counter("junction_fallbacks", "Requests moved to a fallback model", ("model",), registry=r)
+        self.cooldowns = Counter("junction_cooldowns", "Times a model was put in cooldown", ("model",), registry=r)
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
                                    ("model",), registry=r)  # fmt: skip
 

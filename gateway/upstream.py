@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import random
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import httpx
@@ -18,8 +20,11 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.call import Call, get_call
-from gateway.config import Config, Provider
-from gateway.errors import ProviderUnavailable, UpstreamError, UpstreamTimeout
+from gateway.chain.translate import upstream_request
+from gateway.config import Config, Provider, Timeouts
+from gateway.cooldown import Health
+from gateway.errors import GatewayError, ProviderUnavailable, UpstreamError, UpstreamTimeout
+from gateway.observe import Metrics
 from models.providers import ANTHROPIC_VERSION, ApiStyle, AuthStyle
 from models.usage import usage_of
 
@@ -99,11 +104,12 @@ def describe(exc: httpx.HTTPError) -> str:
 class ClientPool:
     """One pooled `httpx.AsyncClient` per provider, created on first use, closed on shutdown."""
 
-    def __init__(self, connect_s: float = 10.0, read_s: float = 600.0) -> None:
+    def __init__(self, timeouts: Timeouts) -> None:
         self._clients: dict[str, httpx.AsyncClient] = {}
-        # Reasoning models can think for minutes before the first byte; the read timeout is the
-        # longest silence tolerated between two reads.
-        self._timeout = httpx.Timeout(connect=connect_s, read=read_s, write=60.0, pool=10.0)
+        # First-byte, idle and total deadlines are enforced by the retry loop itself; httpx's read
+        # timeout is only a backstop behind them.
+        backstop = max(timeouts.first_byte, timeouts.idle) + 60
+        self._timeout = httpx.Timeout(connect=timeouts.connect, read=backstop, write=60.0, pool=10.0)
         self._limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=60)
 
     def get(self, provider: Provider) -> httpx.AsyncClient:
@@ -132,9 +138,42 @@ async def _cancel_on_disconnect(receive: Any, task: asyncio.Task[Any], call: Cal
             return
 
 
+# Upstream answers worth another model: rate limits and server-side failures. Client errors
+# (400, 404, 422, ...) would fail the same way anywhere.
+RETRYABLE = frozenset((408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529))
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (HTTP dates are not used by LLM APIs)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = response.headers.get(name)
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                return max(0.0, float(value) * scale)
+    return None
+
+
+class _Failed(Exception):
+    """One attempt failed before anything reached the client; the loop may try again."""
+
+    def __init__(self, error: GatewayError, retry_after: float | None = None, same_again: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+        self.same_again = same_again  # worth retrying the same model (a status, not a dead host)
+
+
 class Upstream:
-    def __init__(self, pool: ClientPool) -> None:
+    """The innermost app and the one retry loop: tries the call's candidates in order, failing
+    over on connect errors, timeouts before the first byte, 429 and 5xx, never after a byte has
+    reached the client."""
+
+    def __init__(self, pool: ClientPool, config: Config, health: Health, metrics: Metrics | None = None) -> None:
         self.pool = pool
+        self.timeouts = config.timeouts
+        self.policy = config.failover
+        self.health = health
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -142,7 +181,7 @@ class Upstream:
         assert task is not None
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task, call))
         try:
-            await self._relay(call, send)
+            await self._serve(call, send)
         except asyncio.CancelledError:
             if not call.client_gone:
                 raise
@@ -150,49 +189,138 @@ class Upstream:
         finally:
             watcher.cancel()
 
-    async def _relay(self, call: Call, send: Any) -> None:
-        provider = call.provider
-        assert provider is not None and call.upstream_body is not None
-        if not provider.available:
-            raise ProviderUnavailable(
-                f"model '{provider.model}' is unavailable: environment variable "
-                f"{', '.join(provider.missing_env)} is not set on the gateway"
-            )
+    async def _serve(self, call: Call, send: Any) -> None:
+        candidates = call.candidates or ((call.provider,) if call.provider else ())
+        missing = [p for p in candidates if not p.available]
+        candidates = tuple(p for p in candidates if p.available)
+        if not candidates:
+            provider = missing[0]
+            raise ProviderUnavailable(f"model '{provider.model}' is unavailable: environment variable "
+                                      f"{', '.join(provider.missing_env)} is not set on the gateway")  # fmt: skip
+        admitted = [p for p in candidates if self.health.admit(p.model)]
+        if not admitted:
+            wait = max(1, math.ceil(self.health.reopens_in(p.model for p in candidates)))
+            status = 529 if call.protocol is ApiStyle.ANTHROPIC else 503
+            raise GatewayError(f"every model for this request is cooling down after failures; retry in {wait} s",
+                               status=status, code="all_models_cooling_down",
+                               headers={"retry-after": str(wait)})  # fmt: skip
+        deadline = call.started + self.timeouts.total
+        first = call.provider
+        failure: _Failed | None = None
+        for position, provider in enumerate(admitted):
+            if provider is not call.provider:
+                call.provider = provider
+                call.fallback_from = first.model if first is not None else None
+                call.upstream_body = orjson.dumps(upstream_request(call))
+                if self.metrics is not None:
+                    self.metrics.fallbacks.labels(provider.model).inc()
+            for attempt in range(self.policy.retries + 1):
+                final = position == len(admitted) - 1 and attempt == self.policy.retries
+                try:
+                    await self._attempt(call, provider, send, final, deadline)
+                    return
+                except _Failed as failed:
+                    failure = failed
+                except asyncio.CancelledError:
+                    self.health.release(provider.model)
+                    raise
+                if attempt == self.policy.retries or not failure.same_again:
+                    break  # out of retries, or a dead host: move on
+                # Retry-After when the upstream gave one, else exponential backoff with jitter.
+                wait = failure.retry_after if failure.retry_after is not None else \
+                    min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5)
+                cooling = self.health.reopens_in((provider.model,))
+                if wait > self.policy.max_retry_after or cooling > wait or time.perf_counter() + wait >= deadline:
+                    break  # waiting would take too long, or the model is cooling longer than that
+                await asyncio.sleep(max(wait, cooling) + 0.01)  # past the cooldown the Retry-After set
+                if not self.health.admit(provider.model):
+                    break
+        assert failure is not None
+        raise failure.error
+
+    async def _attempt(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
+        """One upstream request. Raises `_Failed` (nothing sent yet) or relays the answer."""
+        call.attempts += 1
         url = provider.url if call.endpoint == "chat" else provider.endpoint_url("/count_tokens")
         if call.query and provider.api is ApiStyle.ANTHROPIC and call.protocol is ApiStyle.ANTHROPIC:
             # The beta surface (`?beta=true`) reaches an Anthropic upstream as the client used it.
             url += ("&" if "?" in url else "?") + call.query
         client = self.pool.get(provider)
+        assert call.upstream_body is not None
         request = client.build_request("POST", url, content=call.upstream_body,
                                        headers=upstream_headers(call, provider))  # fmt: skip
         sent = time.perf_counter()
+        first_chunk = b""
+        chunks: AsyncIterator[bytes] | None = None
         try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            if is_timeout(exc):
-                raise UpstreamTimeout(f"upstream '{provider.model}' did not answer in time") from None
-            raise UpstreamError(f"upstream '{provider.model}' could not be reached ({describe(exc)})") from None
+            async with asyncio.timeout(min(self.timeouts.first_byte, max(0.0, deadline - sent))):
+                response = await client.send(request, stream=True)
+                streaming = call.stream and response.status_code < 400
+                if streaming:
+                    # A stream counts as answered with its first bytes: until then, failing over
+                    # is still invisible to the client.
+                    chunks = response.aiter_bytes()
+                    first_chunk = await anext(chunks, b"")
+        except (TimeoutError, httpx.HTTPError) as exc:
+            error = self._transport_error(provider, exc, before_first_byte=True)
+            self._failed(provider)
+            raise error if final else _Failed(error) from None
         call.upstream_ms = (time.perf_counter() - sent) * 1000
+        status = response.status_code
+        if status in RETRYABLE and not final:
+            retry_after = retry_after_seconds(response)
+            await response.aclose()
+            self._failed(provider, retry_after if status == 429 else None)
+            raise _Failed(UpstreamError(f"upstream '{provider.model}' answered {status}"), retry_after, True)
+        if status in RETRYABLE:
+            self._failed(provider, retry_after_seconds(response) if status == 429 else None)
+        else:
+            self.health.success(provider.model)
         try:
-            start = {"type": "http.response.start", "status": response.status_code,
-                     "headers": relay_headers(response)}  # fmt: skip
-            if call.stream and response.status_code < 400:
-                await send(start)
-                async for chunk in response.aiter_bytes():
-                    if chunk:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+            start = {"type": "http.response.start", "status": status, "headers": relay_headers(response)}
+            if chunks is not None:
+                await self._relay_stream(send, start, first_chunk, chunks, deadline)
             else:
-                body = await response.aread()
-                if response.status_code == 200:
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    body = await response.aread()
+                if status == 200:
                     with contextlib.suppress(orjson.JSONDecodeError):
                         call.add_usage(usage_of(provider.api, orjson.loads(body)))
                 start["headers"].append((b"content-length", str(len(body)).encode()))
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
-        except httpx.HTTPError as exc:
-            if is_timeout(exc):
-                raise UpstreamTimeout(f"upstream '{provider.model}' stopped sending") from None
-            raise UpstreamError(f"upstream '{provider.model}' failed mid-response ({describe(exc)})") from None
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise self._transport_error(provider, exc, before_first_byte=False) from None
         finally:
             await response.aclose()
+
+    async def _relay_stream(self, send: Any, start: dict[str, Any], first: bytes,
+                            chunks: AsyncIterator[bytes], deadline: float) -> None:  # fmt: skip
+        """Bytes as they arrive; a silence longer than the idle timeout ends the stream."""
+        await send(start)
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        loop = asyncio.get_running_loop()
+        offset = loop.time() - time.perf_counter()  # deadline is on the perf_counter clock
+        async with asyncio.timeout(None) as timer:
+            while True:
+                timer.reschedule(min(loop.time() + self.timeouts.idle, deadline + offset))
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _failed(self, provider: Provider, retry_after: float | None = None) -> None:
+        if self.health.failure(provider.model, retry_after) and self.metrics is not None:
+            self.metrics.cooldowns.labels(provider.model).inc()
+
+    @staticmethod
+    def _transport_error(provider: Provider, exc: BaseException, before_first_byte: bool) -> GatewayError:
+        if isinstance(exc, TimeoutError) or (isinstance(exc, httpx.HTTPError) and is_timeout(exc)):
+            what = "did not answer in time" if before_first_byte else "stopped sending (idle timeout)"
+            return UpstreamTimeout(f"upstream '{provider.model}' {what}")
+        assert isinstance(exc, httpx.HTTPError)
+        what = "could not be reached" if before_first_byte else "failed mid-response"
+        return UpstreamError(f"upstream '{provider.model}' {what} ({describe(exc)})")

@@ -86,3 +86,15 @@ def start_mock_upstream(env: dict[str, str] | None = None) -> Iterator[tuple[Ser
     args = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port)]
     with start_process(args, f"{base_url}/_mock/health", env=env) as proc:
         yield proc, base_url
+
+
+def start_gateway(config: Path, env: dict[str, str] | None = None, *extra: str) -> tuple[ServerProcess, str]:
+    """`junction serve` on a free loopback port with `config`: (process, base URL); use the
+    process in a `with` block. `env` adds to the current environment."""
+    import os
+
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), *extra]  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    return start_process(args, f"{base_url}/healthz", env=dict(os.environ, **(env or {}))), base_url

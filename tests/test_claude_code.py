@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.claude_code import claude_env, missing_reason, run_claude
-from tests.procs import free_port, start_mock_upstream, start_process
+from tests.procs import free_port, start_process
 
 GATEWAY_KEY = "gw-e2e-key-0123456789abcdef"
 UPSTREAM_SECRET = "upstream-secret-e2e-abcdef"
@@ -65,12 +65,6 @@ def claude_cli() -> None:
     if reason:
         print(f"\nskipping the Claude Code end-to-end tests: {reason}")
         pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[str]:
-    with start_mock_upstream() as (_, base_url):
-        yield base_url
 
 
 def _serve(mock: str, tmp: Path, default: str) -> Any:

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import free_port, start_mock_upstream, start_process
+from tests.procs import free_port, start_gateway, start_process
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "gw-test-key-0123456789"
@@ -72,17 +72,7 @@ def write_config(tmp: Path, text: str) -> Path:
 
 
 def serve(config: Path, env: dict[str, str] | None = None):
-    port = free_port()
-    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    full_env = dict(os.environ, **(env or {}))
-    return start_process(args, f"http://127.0.0.1:{port}/healthz", env=full_env), f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[str]:
-    with start_mock_upstream() as (_, base_url):
-        yield base_url
+    return start_gateway(config, env, "--log-level", "warning")
 
 
 @pytest.fixture(scope="module")

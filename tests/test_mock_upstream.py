@@ -6,14 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.procs import start_mock_upstream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,12 +25,6 @@ OPENAI_TOOLS = [{"type": "function", "function": {"name": "other", "parameters":
                 {"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}]  # fmt: skip
 ANTHROPIC_TOOLS = [{"name": "other", "input_schema": {"type": "object"}},
                    {"name": "get_weather", "input_schema": SCHEMA}]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[str]:
-    with start_mock_upstream() as (_, base_url):
-        yield base_url
 
 
 def oa(mock: str, timeout: float = 10) -> openai.OpenAI:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.call import get_call
+from gateway.call import Call, get_call
 from gateway.config import Config, Provider
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Forbidden, InvalidRequest, NotFound
 
 
 def select_model(config: Config, requested: str) -> tuple[Provider, str | None]:
@@ -39,5 +39,20 @@ class Aliases:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
-        call.provider, call.alias = select_model(self.config, call.requested_model or "")
+        provider, call.alias = select_model(self.config, call.requested_model or "")
+        if call.key is not None and not call.key.allows(provider):
+            raise Forbidden(f"this gateway key may not use model '{provider.model}'")
+        set_candidates(call, self.config, (provider,))
         await self.app(scope, receive, send)
+
+
+def set_candidates(call: Call, config: Config, chosen: tuple[Provider, ...]) -> None:
+    """The failover chain: each chosen model followed by its own fallbacks, without repeats and
+    without models the client's key may not use."""
+    chain: dict[str, Provider] = {}
+    for provider in chosen:
+        for candidate in (provider, *config.fallbacks.get(provider.model, ())):
+            if call.key is None or call.key.allows(candidate):
+                chain.setdefault(candidate.model, candidate)
+    call.candidates = tuple(chain.values())
+    call.provider = call.candidates[0] if call.candidates else chosen[0]

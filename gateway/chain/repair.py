@@ -86,9 +86,8 @@ class StreamGuard:
     """Per-stream state: the partial event held back, what the stream has shown so far."""
 
     def __init__(self, call: Call, send: Any, ping_interval: float) -> None:
-        assert call.provider is not None
         self.call = call
-        self.api = call.provider.api
+        self.api = ApiStyle.OPENAI  # set at response start: failover may change the model
         self._send = send
         self.ping_interval = ping_interval
         self.streaming = False
@@ -102,6 +101,8 @@ class StreamGuard:
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
+            assert self.call.provider is not None
+            self.api = self.call.provider.api
             content_type = next((v for k, v in message.get("headers", []) if k == b"content-type"), b"")
             self.streaming = message["status"] == 200 and content_type.startswith(b"text/event-stream")
             await self._send(message)

@@ -68,13 +68,29 @@ class Translate:
             await send_count(call, send)
             return
         call.upstream_body = await offload(call, lambda: orjson.dumps(upstream_request(call)))
-        if provider.api is call.protocol:
-            await self.app(scope, receive, SameProtocol(call, send).send)
-            return
-        estimate = 0
-        if call.stream and call.protocol is ApiStyle.ANTHROPIC:
-            estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
-        await self.app(scope, receive, CrossProtocol(call, send, estimate).send)
+        await self.app(scope, receive, ClientResponse(call, send).send)
+
+
+class ClientResponse:
+    """Picks the response path once the answering model is known: failover may have moved the
+    call to a model of the other protocol after this layer built the first request."""
+
+    def __init__(self, call: Call, send: Any) -> None:
+        self.call, self._send = call, send
+        self.inner: _Responder | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.inner is None:
+            call = self.call
+            assert call.provider is not None
+            if call.provider.api is call.protocol:
+                self.inner = SameProtocol(call, self._send)
+            else:
+                estimate = 0
+                if call.stream and call.protocol is ApiStyle.ANTHROPIC:
+                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
+                self.inner = CrossProtocol(call, self._send, estimate)
+        await self.inner.send(message)
 
 
 async def send_count(call: Call, send: Any) -> None:
@@ -212,7 +228,8 @@ class CrossProtocol(_Responder):
             model = call.requested_model or ""
             if call.protocol is ApiStyle.ANTHROPIC:
                 estimate = None
-                if not isinstance(upstream.get("usage"), dict):
+                usage = upstream.get("usage")
+                if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
                     # No usage from the upstream: Claude Code's context meter still needs a figure.
                     estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
                 answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)

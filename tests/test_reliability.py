@@ -1,0 +1,251 @@
+"""Failover, cooldown, timeouts and disconnects over real sockets (scenarios R1-R14 of the
+gateway's reliability table), against the fault-injecting mock upstream."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from typing import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.procs import free_port, start_gateway
+
+USER = [{"role": "user", "content": "hello there"}]
+REPLY = "Mock reply to: hello there"
+
+CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/healthy
+    base_url: {mock}/v1
+  - model: mock/claude-healthy
+    base_url: {mock}
+    provider_interface: anthropic
+  - model: mock/limited
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "429", x-mock-retry_after: "5"}}
+    fallbacks: [healthy]
+  - model: mock/broken
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "500"}}
+    fallbacks: [healthy]
+  - model: mock/overloaded-to-claude
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "503"}}
+    fallbacks: [claude-healthy]
+  - model: mock/client-error
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "400"}}
+    fallbacks: [healthy]
+  - model: mock/refused
+    base_url: http://127.0.0.1:{dead}/v1
+    fallbacks: [healthy]
+  - model: mock/hangs
+    base_url: {mock}/v1
+    headers: {{x-mock-fault: hang}}
+    fallbacks: [healthy]
+  - model: mock/stalls
+    base_url: {mock}/v1
+    headers: {{x-mock-fault: stall, x-mock-stall_after: "2"}}
+    fallbacks: [healthy]
+  - model: mock/closes
+    base_url: {mock}
+    provider_interface: anthropic
+    headers: {{x-mock-fault: close, x-mock-stall_after: "2"}}
+  - model: mock/flaky
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "500"}}
+    fallbacks: [healthy]
+  - model: mock/lonely
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "503"}}
+  - model: mock/scripted
+    base_url: {mock}/v1
+  - model: mock/slow
+    base_url: {mock}/v1
+    headers: {{x-mock-delay_ms: "30000"}}
+timeouts:
+  first_byte: 1s
+  idle: 1s
+failover:
+  retries: 1
+  max_retry_after: 1.5s
+  failures_to_cool: 2
+  cooldown: 1.5s
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = tmp_path_factory.mktemp("rel") / "config.yaml"
+    config.write_text(textwrap.dedent(CONFIG.format(mock=mock, dead=free_port())))
+    proc, base_url = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
+    with proc:
+        yield base_url
+
+
+@pytest.fixture()
+def upstream_calls(mock: str):
+    httpx.delete(f"{mock}/_mock/requests")
+
+    def models() -> list[str]:
+        return [r["body"]["model"] for r in httpx.get(f"{mock}/_mock/requests").json() if r["body"]]
+
+    return models
+
+
+def oa(gateway: str, timeout: float = 20) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key="x", max_retries=0, timeout=timeout)
+
+
+def chat(gateway: str, model: str, **kw) -> httpx.Response:
+    return httpx.post(f"{gateway}/v1/chat/completions", json={"model": model, "messages": USER, **kw}, timeout=20)
+
+
+def test_r1_rate_limited_model_fails_over_without_waiting(gateway: str, upstream_calls) -> None:
+    started = time.perf_counter()
+    response = chat(gateway, "limited")
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == REPLY
+    assert time.perf_counter() - started < 1.5  # Retry-After 5 s exceeds max_retry_after: no wait
+    assert response.headers["x-junction-attempts"] == "2"
+    assert response.headers["x-junction-fallback-from"] == "mock/limited"
+    assert response.headers["x-junction-model"] == "mock/healthy"
+    assert upstream_calls() == ["limited", "healthy"]
+    # The 429's Retry-After cooled the model: the next request goes straight to the fallback.
+    again = chat(gateway, "limited")
+    assert again.headers["x-junction-attempts"] == "1" and upstream_calls()[-1] == "healthy"
+
+
+def test_r2_single_model_retry_after_is_honoured(gateway: str, mock: str, upstream_calls) -> None:
+    limited = '{"error":{"message":"slow down","type":"rate_limit_error","code":null}}'
+    ok = ('{"id":"c1","object":"chat.completion","created":0,"model":"scripted","choices":[{"index":0,'
+          '"message":{"role":"assistant","content":"after the wait"},"finish_reason":"stop"}],'
+          '"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}')  # fmt: skip
+    httpx.post(f"{mock}/_mock/script", json={"responses": [
+        {"match_model": "scripted", "status": 429, "headers": {"content-type": "application/json", "retry-after": "1"},
+         "chunks": [limited]},
+        {"match_model": "scripted", "status": 200, "headers": {"content-type": "application/json"}, "chunks": [ok]},
+    ]})  # fmt: skip
+    started = time.perf_counter()
+    response = chat(gateway, "scripted")
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "after the wait"
+    assert time.perf_counter() - started >= 1.0
+    assert response.headers["x-junction-attempts"] == "2"
+    assert upstream_calls() == ["scripted", "scripted"]
+
+
+def test_r3_server_errors_retry_then_fall_back(gateway: str, upstream_calls) -> None:
+    response = chat(gateway, "broken")
+    assert response.status_code == 200 and response.headers["x-junction-model"] == "mock/healthy"
+    assert upstream_calls() == ["broken", "broken", "healthy"]  # retries: 1, then the fallback
+    assert response.headers["x-junction-attempts"] == "3"
+
+
+def test_r4_client_errors_are_not_retried(gateway: str, upstream_calls) -> None:
+    with pytest.raises(openai.BadRequestError):
+        oa(gateway).chat.completions.create(model="client-error", messages=USER)
+    assert upstream_calls() == ["client-error"]
+
+
+def test_r6_refused_connection_fails_over_immediately(gateway: str, upstream_calls) -> None:
+    started = time.perf_counter()
+    response = chat(gateway, "refused")
+    assert response.status_code == 200 and response.headers["x-junction-model"] == "mock/healthy"
+    assert time.perf_counter() - started < 1.0
+    assert upstream_calls() == ["healthy"]
+
+
+def test_r7_hanging_upstream_hits_first_byte_timeout_then_falls_back(gateway: str, upstream_calls) -> None:
+    started = time.perf_counter()
+    response = chat(gateway, "hangs", stream=True)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200 and response.headers["x-junction-fallback-from"] == "mock/hangs"
+    assert 1.0 <= elapsed < 4.0
+    assert "data: [DONE]" in response.text
+    assert upstream_calls() == ["hangs", "healthy"]
+
+
+def test_r8_stall_mid_stream_ends_with_error_and_no_fallback(gateway: str, upstream_calls) -> None:
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", timeout=10,
+                      json={"model": "stalls", "messages": USER, "stream": True}) as response:  # fmt: skip
+        assert response.status_code == 200
+        text = response.read().decode()
+    assert '"error"' in text and "idle timeout" in text
+    assert "[DONE]" not in text
+    assert upstream_calls() == ["stalls"]  # bytes had reached the client: no failover
+
+
+def test_r9_upstream_closing_mid_stream_is_an_error_not_a_success(gateway: str) -> None:
+    with httpx.stream("POST", f"{gateway}/v1/messages", timeout=10,
+                      json={"model": "closes", "max_tokens": 10, "messages": USER, "stream": True}) as response:
+        text = response.read().decode()
+    assert "event: error" in text and "event: message_stop" not in text
+
+
+def test_r13_repeated_failures_cool_a_model_then_a_probe_reopens_it(gateway: str, upstream_calls) -> None:
+    first = chat(gateway, "flaky")  # two failures (attempt + retry): cooled
+    assert first.headers["x-junction-model"] == "mock/healthy"
+    assert upstream_calls() == ["flaky", "flaky", "healthy"]
+    second = chat(gateway, "flaky")
+    assert second.headers["x-junction-attempts"] == "1"  # skipped while cooling
+    assert upstream_calls()[-1] == "healthy"
+    time.sleep(1.6)
+    third = chat(gateway, "flaky")  # cooldown over: one probe
+    assert third.headers["x-junction-model"] == "mock/healthy"
+    # The failed probe cools the model again at once: no second try of it.
+    assert upstream_calls() == ["flaky", "flaky", "healthy", "healthy", "flaky", "healthy"]
+
+
+def test_r14_every_candidate_cooling_fails_fast_with_retry_after(gateway: str) -> None:
+    for _ in range(2):
+        chat(gateway, "lonely")  # 503 answered as is (last candidate) and counted as failures
+    started = time.perf_counter()
+    response = chat(gateway, "lonely")
+    assert time.perf_counter() - started < 0.5
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert "cooling down" in response.json()["error"]["message"]
+    anthropic_style = httpx.post(f"{gateway}/v1/messages", json={"model": "lonely", "max_tokens": 5, "messages": USER})
+    assert anthropic_style.status_code == 529
+    assert anthropic_style.json()["error"]["type"] == "overloaded_error"
+
+
+def test_failover_across_protocols_translates_for_the_fallback(gateway: str, upstream_calls) -> None:
+    client = oa(gateway)
+    with client.chat.completions.stream(model="overloaded-to-claude", messages=USER) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == REPLY
+    assert upstream_calls() == ["overloaded-to-claude", "overloaded-to-claude", "claude-healthy"]
+
+
+def test_r11_client_leaving_during_a_long_wait_cancels_the_upstream(gateway: str, mock: str) -> None:
+    before = httpx.get(f"{mock}/_mock/stats").json()
+    with pytest.raises(anthropic.APITimeoutError):
+        anthropic.Anthropic(base_url=gateway, api_key="x", max_retries=0, timeout=0.5).messages.create(
+            model="slow", max_tokens=5, messages=USER, stream=False)
+    deadline = time.monotonic() + 3
+    stats = before
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{mock}/_mock/stats").json()
+        if stats["aborted"] > before["aborted"]:
+            break
+        time.sleep(0.05)
+    assert stats["aborted"] == before["aborted"] + 1
+
+
+def test_r10_client_leaving_mid_stream_closes_the_upstream(gateway: str, mock: str) -> None:
+    before = httpx.get(f"{mock}/_mock/stats").json()
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", timeout=10,
+                      json={"model": "stalls", "messages": USER, "stream": True}) as response:
+        next(response.iter_raw())  # the first bytes, then hang up
+    deadline = time.monotonic() + 3
+    stats = before
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{mock}/_mock/stats").json()
+        if stats["aborted"] > before["aborted"] and stats["open"] == 0:
+            break
+        time.sleep(0.05)
+    assert stats["aborted"] == before["aborted"] + 1 and stats["open"] == 0
