@@ -35,6 +35,7 @@ class Call:
     upstream_body: bytes | None = None  # the request as the upstream expects it
     upstream_ms: float | None = None  # request sent -> upstream response headers
     client_gone: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)  # e.g. the key's rate-limit state
     status: int = 0  # the status sent to the client
     ttft_ms: float | None = None  # first body byte of a stream
     input_tokens: int | None = None  # as reported by the upstream
@@ -65,6 +66,7 @@ class Call:
             out.append((b"x-junction-attempts", str(self.attempts).encode()))
         if self.fallback_from is not None:
             out.append((b"x-junction-fallback-from", self.fallback_from.encode()))
+        out += [(k.encode(), v.encode()) for k, v in self.extra_headers.items()]
         return out
 
 

@@ -59,6 +59,10 @@ model_aliases:
 gateway_keys:
   - name: tests
     key: $TEST_GATEWAY_KEY
+  - name: narrow
+    key: narrow-key-0123456789
+    models: [gpt-mock]
+    rpm: 5
 limits:
   max_body_bytes: 65536
   max_messages: 50
@@ -281,6 +285,33 @@ def test_anthropic_version_defaulted_when_client_sends_none(gateway: str, record
     body = {"model": "claude-mock", "max_tokens": 5, "messages": USER}
     assert httpx.post(f"{gateway}/v1/messages", json=body, headers={"x-api-key": KEY}).status_code == 200
     assert recorded()[0]["headers"]["anthropic-version"] == "2023-06-01"
+
+
+def test_key_model_allowlist_covers_names_and_aliases(gateway: str) -> None:
+    narrow = oa(gateway, "narrow-key-0123456789")
+    assert narrow.chat.completions.create(model="gpt-alias", messages=USER).choices[0].message.content
+    for name in ("claude-mock", "small-fast"):
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            narrow.chat.completions.create(model=name, messages=USER)
+        assert "may not use model" in info.value.message
+
+
+def test_key_requests_per_minute(gateway: str) -> None:
+    """rpm: 5 -> exactly five requests pass in a burst; the rest get 429 with retry-after and
+    x-ratelimit-* headers (the allowlist test above already spent some of the window)."""
+    statuses, last = [], None
+    for _ in range(7):
+        last = httpx.post(f"{gateway}/v1/chat/completions", headers={"x-api-key": "narrow-key-0123456789"},
+                          json={"model": "gpt-mock", "messages": USER})  # fmt: skip
+        statuses.append(last.status_code)
+    assert statuses.count(429) >= 2 and set(statuses) <= {200, 403, 429}
+    assert statuses[-1] == 429 and last is not None
+    assert int(last.headers["retry-after"]) >= 1 and last.headers["x-ratelimit-remaining-requests"] == "0"
+    assert last.headers["x-ratelimit-limit-requests"] == "5"
+    assert "rate limit of 5 requests per minute" in last.json()["error"]["message"]
+    other = httpx.post(f"{gateway}/v1/chat/completions", headers={"x-api-key": KEY},
+                       json={"model": "gpt-mock", "messages": USER})  # fmt: skip
+    assert other.status_code == 200 and "x-ratelimit-limit-requests" not in other.headers
 
 
 def test_unknown_body_fields_preserved(gateway: str, recorded) -> None:

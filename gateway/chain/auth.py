@@ -8,11 +8,14 @@ Keys are stored as SHA-256 digests and compared in constant time against every k
 from __future__ import annotations
 
 import hmac
-from typing import Any
+import math
+import time
+from collections import deque
+from typing import Any, Callable
 
 from gateway.call import get_call
 from gateway.config import Config, GatewayKey, sha256
-from gateway.errors import Unauthorized
+from gateway.errors import GatewayError, Unauthorized
 
 
 def presented_credential(headers: dict[str, str]) -> str | None:
@@ -36,10 +39,44 @@ def match_key(keys: tuple[GatewayKey, ...], credential: str | None) -> GatewayKe
     return found
 
 
+class RateLimiter:
+    """Requests per minute per gateway key: an exact sliding window, in this process's memory
+    (with several workers each enforces the limit on its own share of the traffic)."""
+
+    WINDOW = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def take(self, key: GatewayKey) -> tuple[int, int, float]:
+        """Count one request: (limit, remaining, seconds until a slot frees). Raises 429 when full."""
+        assert key.rpm is not None
+        now = self.clock()
+        hits = self._hits.setdefault(key.name, deque())
+        while hits and hits[0] <= now - self.WINDOW:
+            hits.popleft()
+        reset = hits[0] + self.WINDOW - now if hits else self.WINDOW
+        if len(hits) >= key.rpm:
+            wait = max(1, math.ceil(reset))
+            raise GatewayError(f"rate limit of {key.rpm} requests per minute reached for key '{key.name}'; "
+                               f"retry in {wait} s", status=429, code="rate_limit_exceeded",
+                               headers={"retry-after": str(wait), **limit_headers(key.rpm, 0, reset)})  # fmt: skip
+        hits.append(now)
+        return key.rpm, key.rpm - len(hits), reset
+
+
+def limit_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    """OpenAI-style rate-limit headers, which clients of both protocols understand."""
+    return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.0f}s"}  # fmt: skip
+
+
 class Auth:
-    def __init__(self, app: Any, config: Config) -> None:
+    def __init__(self, app: Any, config: Config, limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.config = config
+        self.limiter = limiter or RateLimiter()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -50,6 +87,8 @@ class Auth:
             call.key = match_key(self.config.gateway_keys, credential)
             if call.key is None:
                 raise Unauthorized("invalid gateway key")
+            if call.key.rpm is not None:
+                call.extra_headers.update(limit_headers(*self.limiter.take(call.key)))
         else:
             # Without gateway keys the credential may belong to a passthrough_auth provider.
             call.credential = credential

@@ -66,6 +66,8 @@ class Boundary:
                 call.status = message["status"]
                 raw = message.get("headers", [])
                 streaming = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in raw)
+                if call.extra_headers:  # the gateway's own rate-limit state replaces the upstream's
+                    raw = [(k, v) for k, v in raw if k.decode("latin-1") not in call.extra_headers]
                 message["headers"] = list(raw) + call.debug_headers()
                 if streaming:
                     # No cache or proxy (nginx) may hold a stream back.
