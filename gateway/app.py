@@ -20,6 +20,7 @@ from gateway.chain.routing import Routing
 from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.cooldown import Health
+from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.upstream import ClientPool, Upstream
@@ -27,14 +28,14 @@ from gateway.upstream import ClientPool, Upstream
 log = logging.getLogger("junction")
 
 
-def llm_chain(config: Config, pool: ClientPool, metrics: Metrics) -> Any:
+def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle) -> Any:
     """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
     requests are refused before their body is read.
     """
     app: Any = Upstream(pool, config, Health(config.failover), metrics)
-    app = Repair(app, config.ping_interval_s)
+    app = Repair(app, config.ping_interval_s, lifecycle)
     app = Translate(app)
     app = Routing(app)
     app = Aliases(app, config)
@@ -45,8 +46,9 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics) -> Any:
 
 def build_app(config: Config) -> Starlette:
     pool = ClientPool(config.timeouts)
+    lifecycle = Lifecycle()
     metrics = Metrics()
-    chain = llm_chain(config, pool, metrics)
+    chain = llm_chain(config, pool, metrics, lifecycle)
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.exposition()
@@ -58,7 +60,14 @@ def build_app(config: Config) -> Starlette:
         for warning in config.warnings:
             log.warning("config: %s", warning)
         yield
+        # Streams cut at the end of the drain are writing their error frames: let them finish.
+        await lifecycle.wait_idle(2.0)
         await pool.aclose()
+
+    async def ready(request: Request) -> Response:
+        if lifecycle.draining:
+            return Response(b'{"status":"draining"}', status_code=503, media_type="application/json")
+        return Response(b'{"status":"ready"}', media_type="application/json")
 
     routes = [
         Route("/v1/chat/completions", chain, methods=["POST"]),
@@ -72,6 +81,7 @@ def build_app(config: Config) -> Starlette:
               methods=["GET"]),  # fmt: skip
         Route("/healthz", healthz, methods=["GET"]),
         Route("/health/live", healthz, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
@@ -79,4 +89,5 @@ def build_app(config: Config) -> Starlette:
     app.state.config = config
     app.state.pool = pool
     app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
     return app

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 from typing import Sequence
+
+import uvicorn
 
 from gateway import redact
 from gateway.config import LOOPBACK, Config, ConfigError, load
+from gateway.lifecycle import Lifecycle
 
 log = logging.getLogger("junction")
 
@@ -58,8 +63,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import build_app
 
     config = _load_or_exit(args.config)
@@ -75,9 +78,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("junction.access").setLevel(logging.WARNING)
     # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
     # log_config=None: uvicorn's loggers propagate to the root handler and its redaction filter.
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False, log_config=None,
-                timeout_graceful_shutdown=10)  # fmt: skip
+    server_config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
+                                   log_config=None, timeout_graceful_shutdown=max(1, round(config.drain_s)))  # fmt: skip
+    server = DrainingServer(server_config, app.state.lifecycle)
+    # uvicorn re-raises the stop signal after a graceful shutdown; ending there is success.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    server.run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the gateway as draining the moment a stop signal arrives, so
+    readiness fails before the listener closes and in-flight streams get their drain time."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.lifecycle.draining = True
+        super().handle_exit(sig, frame)
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ _PLANO_IGNORED = (
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
-    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover",
+    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -153,6 +153,11 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class _Shutdown:
+    drain: float = 30.0
+
+
+@dataclass(frozen=True)
 class Limits:
     """Request limits: past them a request is refused before it costs anything more."""
 
@@ -179,6 +184,7 @@ class Config:
     limits: Limits
     gateway_secrets: tuple[str, ...] = field(default=(), repr=False)  # plaintext keys, for redaction only
     ping_interval_s: float = 10.0
+    drain_s: float = 30.0  # how long in-flight requests may finish after a stop signal
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
@@ -314,6 +320,7 @@ class _Builder:
         ping_interval = self.streaming()
         timeouts = self.durations("timeouts", Timeouts)
         failover = self.failover()
+        drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
         defaults = [p for p in providers if p.default]
@@ -343,6 +350,7 @@ class _Builder:
             limits=limits,
             ping_interval_s=ping_interval,
             timeouts=timeouts,
+            drain_s=drain,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),

@@ -249,3 +249,52 @@ def test_r10_client_leaving_mid_stream_closes_the_upstream(gateway: str, mock: s
             break
         time.sleep(0.05)
     assert stats["aborted"] == before["aborted"] + 1 and stats["open"] == 0
+
+
+def test_r21_sigterm_drains_streams_then_interrupts_the_rest(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import signal
+    import threading
+
+    config = tmp_path_factory.mktemp("drain") / "config.yaml"
+    config.write_text(textwrap.dedent(f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/short
+            base_url: {mock}/v1
+            headers: {{x-mock-chunks: "5", x-mock-gap_ms: "200"}}
+          - model: mock/long
+            base_url: {mock}
+            provider_interface: anthropic
+            headers: {{x-mock-chunks: "60", x-mock-gap_ms: "200", x-mock-words: "60"}}
+        shutdown:
+          drain: 2s
+    """))
+    proc, base = start_gateway(config, None, "--log-level", "warning")
+    results: dict[str, str] = {}
+
+    def stream(name: str, path: str, body: dict) -> None:
+        with httpx.stream("POST", f"{base}{path}", json=body, timeout=20) as response:
+            results[name] = response.read().decode()
+
+    with proc:
+        assert httpx.get(f"{base}/health/ready").json() == {"status": "ready"}
+        threads = [
+            threading.Thread(target=stream, args=("short", "/v1/chat/completions",
+                                                  {"model": "short", "messages": USER, "stream": True})),
+            threading.Thread(target=stream, args=("long", "/v1/messages", {"model": "long", "max_tokens": 5,
+                                                                          "messages": USER, "stream": True})),
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+        elapsed = time.perf_counter() - started
+        for thread in threads:
+            thread.join(timeout=10)
+    assert code == 0
+    assert 1.5 <= elapsed < 8
+    assert results["short"].rstrip().endswith("data: [DONE]")  # finished within the drain
+    long = results["long"]
+    assert "event: error" in long and "shutting down" in long and "event: message_stop" not in long

@@ -26,6 +26,7 @@ import orjson
 
 from gateway.call import Call, get_call
 from gateway.errors import GatewayError
+from gateway.lifecycle import Lifecycle
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
 from models.usage import usage_of
@@ -60,9 +61,10 @@ class _Aborted(Exception):
 
 
 class Repair:
-    def __init__(self, app: Any, ping_interval: float = DEFAULT_PING_INTERVAL) -> None:
+    def __init__(self, app: Any, ping_interval: float = DEFAULT_PING_INTERVAL, lifecycle: Lifecycle | None = None) -> None:
         self.app = app
         self.ping_interval = ping_interval
+        self.lifecycle = lifecycle or Lifecycle()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -70,6 +72,7 @@ class Repair:
             await self.app(scope, receive, send)
             return
         guard = StreamGuard(call, send, self.ping_interval)
+        self.lifecycle.in_flight += 1
         try:
             await self.app(scope, receive, guard.send)
         except _Aborted:
@@ -78,7 +81,14 @@ class Repair:
             if not guard.streaming:
                 raise
             await guard.fail(exc.status, exc.message)
+        except asyncio.CancelledError:
+            # Cut off by shutdown after the drain time: say so in-band rather than just stop.
+            if guard.streaming and not call.client_gone:
+                await guard.fail(529 if call.protocol is ApiStyle.ANTHROPIC else 503,
+                                 "the gateway is shutting down; the response was interrupted")  # fmt: skip
+            raise
         finally:
+            self.lifecycle.in_flight -= 1
             guard.close()
 
 
