@@ -321,6 +321,15 @@ def test_unknown_body_fields_preserved(gateway: str, recorded) -> None:
     assert body["future_field"] == {"a": [1, 2]} and body["context_management"] == {"edits": []}
 
 
+def test_client_supplied_upstream_overrides_are_removed(gateway: str, recorded) -> None:
+    overrides = {"api_base": "http://127.0.0.1:1/steal", "base_url": "http://127.0.0.1:1", "api_key": "sk-x",
+                 "extra_headers": {"x-evil": "1"}, "custom_llm_provider": "openai", "user_config": {}}
+    oa(gateway).chat.completions.create(model="gpt-mock", messages=USER, extra_body=overrides)
+    an(gateway).messages.create(model="claude-mock", max_tokens=5, messages=USER, extra_body=overrides)
+    for request in recorded():
+        assert not set(overrides) & set(request["body"]) and "x-evil" not in request["headers"]
+
+
 def test_count_tokens_same_protocol(gateway: str) -> None:
     count = an(gateway).messages.count_tokens(model="claude-mock", messages=USER)
     assert count.input_tokens > 0

@@ -28,6 +28,9 @@ from models.translate import response as tresp
 from models.translate.errors import UpstreamResponseError, error_body, map_upstream_error
 from models.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
+# Body fields some gateways honour to redirect a call (LiteLLM's CVE-2024-6587): never forwarded.
+CLIENT_OVERRIDES = frozenset(("api_base", "base_url", "api_key", "api_version", "extra_headers", "headers",
+                              "custom_llm_provider", "user_config", "organization"))  # fmt: skip
 # Bodies above this size are translated and counted in a worker thread (never on the loop).
 OFFLOAD_BYTES = 256 * 1024
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
@@ -46,6 +49,8 @@ def upstream_request(call: Call) -> dict[str, Any]:
         return treq.openai_to_anthropic(body, target)
     if provider.api is ApiStyle.ANTHROPIC:
         body = treq.strip_gateway_thinking(body)
+    if not CLIENT_OVERRIDES.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in CLIENT_OVERRIDES}
     return body if body.get("model") == provider.model_id else dict(body, model=provider.model_id)
 
 
