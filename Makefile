@@ -6,9 +6,14 @@ CONFIG ?= plano_config.yaml
 
 .PHONY: run test install bench-overhead clean claude-code
 
+# The router needs PyTorch; a bare `torch` requirement would pull the multi-GB CUDA build, so the
+# CPU build is installed first (override e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu").
+TORCH_SPEC ?= torch==2.13.0
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install $(TORCH_SPEC)
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
 

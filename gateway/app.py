@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any, AsyncIterator
@@ -16,7 +17,7 @@ from gateway.chain.auth import Auth
 from gateway.chain.boundary import Boundary
 from gateway.chain.intake import Intake
 from gateway.chain.repair import Repair
-from gateway.chain.routing import Routing
+from gateway.chain.routing import RouteDecision, Routing, build_router
 from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.cooldown import Health
@@ -24,11 +25,13 @@ from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.upstream import ClientPool, Upstream
+from router.preferences import Router
 
 log = logging.getLogger("junction")
 
 
-def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle) -> Any:
+def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle,
+              router: Router | None) -> Any:  # fmt: skip
     """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
@@ -37,18 +40,30 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app: Any = Upstream(pool, config, Health(config.failover), metrics)
     app = Repair(app, config.ping_interval_s, lifecycle)
     app = Translate(app)
-    app = Routing(app)
+    app = Routing(app, config, router, metrics)
     app = Aliases(app, config)
     app = Intake(app, config.limits)
     app = Auth(app, config)
     return Boundary(app, config.limits.max_header_bytes, metrics)
 
 
+async def _warm(router: Router) -> None:
+    """Load the encoder and build the route vectors in the background (in worker threads), so
+    the first routed request does not pay for it; requests before it finishes wait for it."""
+    try:
+        await router.prepare()
+        log.info("router ready: %d routes", len(router.preferences))
+    except Exception:  # noqa: BLE001 - a broken model must not take the gateway down
+        log.exception("router failed to load; requests will be served without routing")
+
+
 def build_app(config: Config) -> Starlette:
     pool = ClientPool(config.timeouts)
     lifecycle = Lifecycle()
     metrics = Metrics()
-    chain = llm_chain(config, pool, metrics, lifecycle)
+    router = build_router(config)
+    chain = llm_chain(config, pool, metrics, lifecycle, router)
+    decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.exposition()
@@ -59,7 +74,10 @@ def build_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for warning in config.warnings:
             log.warning("config: %s", warning)
+        warm = asyncio.create_task(_warm(router)) if router is not None else None
         yield
+        if warm is not None:
+            warm.cancel()
         # Streams cut at the end of the drain are writing their error frames: let them finish.
         await lifecycle.wait_idle(2.0)
         await pool.aclose()
@@ -77,6 +95,8 @@ def build_app(config: Config) -> Starlette:
         # The Anthropic SDK appends /v1/messages to a base URL that may already end in /v1.
         Route("/v1/v1/messages", chain, methods=["POST"]),
         Route("/v1/v1/messages/count_tokens", chain, methods=["POST"]),
+        Route("/routing/v1/messages", decisions, methods=["POST"]),
+        Route("/routing/v1/chat/completions", decisions, methods=["POST"]),
         Route("/v1/models", Boundary(Auth(ModelList(config), config), config.limits.max_header_bytes),
               methods=["GET"]),  # fmt: skip
         Route("/healthz", healthz, methods=["GET"]),

@@ -32,6 +32,8 @@ class Call:
     attempts: int = 0  # upstream requests made
     fallback_from: str | None = None  # the first choice, when a fallback served
     route: str | None = None
+    explicit: bool = False  # the client named a configured model or alias (not the default fallback)
+    decision: Any = None  # the router's Decision, when one was made
     upstream_body: bytes | None = None  # the request as the upstream expects it
     upstream_ms: float | None = None  # request sent -> upstream response headers
     client_gone: bool = False
@@ -60,6 +62,14 @@ class Call:
             out.append((b"x-junction-alias", self.alias.encode()))
         if self.endpoint != "models":
             out.append((b"x-junction-route", (self.route or "none").encode()))
+        decision = self.decision
+        if decision is not None:
+            if decision.score is not None:
+                out.append((b"x-junction-route-score", f"{decision.score:.4f}".encode()))
+            if decision.margin is not None:
+                out.append((b"x-junction-route-margin", f"{decision.margin:.4f}".encode()))
+            out.append((b"x-junction-route-ms", f"{decision.latency_ms:.2f}".encode()))
+            out.append((b"x-junction-route-reason", decision.reason.encode()))
         if self.upstream_ms is not None:
             out.append((b"x-junction-upstream-ms", f"{self.upstream_ms:.2f}".encode()))
         if self.attempts:

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Sequence
+from typing import Any, Sequence
 
 import uvicorn
 
@@ -101,6 +101,47 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    """Print the routing decision for a text or a JSON conversation on stdin, without an LLM call."""
+    import json
+
+    from gateway.chain.routing import build_router
+
+    config = _load_or_exit(args.config)
+    router = build_router(config)
+    if router is None:
+        print(f"{args.config}: no routing_preferences; every request keeps its model", file=sys.stderr)
+        return 1
+    if args.text:
+        body: Any = {"messages": [{"role": "user", "content": " ".join(args.text)}]}
+    else:
+        try:
+            body = json.loads(sys.stdin.read())
+        except ValueError as exc:
+            print(f"stdin: expected a JSON request body or a list of messages ({exc})", file=sys.stderr)
+            return EXIT_CONFIG
+        if isinstance(body, list):
+            body = {"messages": body}
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            print("stdin: expected a JSON request body with `messages`, or a list of messages", file=sys.stderr)
+            return EXIT_CONFIG
+    decision = router.decide_sync(body, args.protocol, args.session)
+    if args.json:
+        print(json.dumps(decision.as_dict(), indent=2))
+        return 0
+    models = ", ".join(m.model for m in decision.models) or "-"
+    print(f"route:   {decision.route or 'none'} ({decision.reason})")
+    print(f"models:  {models}")
+    if decision.score is not None:
+        margin = f", margin {decision.margin:.3f} over {decision.runner_up}" if decision.margin is not None else ""
+        print(f"score:   {decision.score:.3f}{margin}")
+    for name, score in sorted(decision.scores.items(), key=lambda item: -item[1]):
+        print(f"  {score:7.3f}  {name}")
+    print(f"text:    {decision.text[:200]!r}")
+    print(f"latency: {decision.latency_ms:.2f} ms")
+    return 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from gateway import mock_upstream
 
@@ -127,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
     add("validate", cmd_validate, "check a config; exit 2 on errors")
     add("models", cmd_models, "list providers, models, aliases and which keys are set")
+    route = add("route", cmd_route, "show the routing decision for a text (or a JSON conversation on stdin)")
+    route.add_argument("text", nargs="*", help="the user's message; omit to read a JSON body from stdin")
+    route.add_argument("--json", action="store_true", help="print the decision as JSON")
+    route.add_argument("--protocol", choices=["anthropic", "openai"], default="anthropic",
+                       help="how to read a JSON body from stdin (default: anthropic)")  # fmt: skip
+    route.add_argument("--session", help="session id, as the x-junction-session header would give")
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
     mock.add_argument("--host", help="bind address (default 127.0.0.1)")
     mock.add_argument("--port", type=int, help="port (default 9100)")

@@ -40,12 +40,12 @@ LOOPBACK = "127.0.0.1"
 # Plano keys we accept but do not act on (a warning says so); anything else is a typo.
 _PLANO_IGNORED = (
     "agents", "filters", "endpoints", "overrides", "prompt_caching", "system_prompt",
-    "prompt_targets", "ratelimits", "tracing", "mode", "routing", "state_storage",
+    "prompt_targets", "ratelimits", "tracing", "mode", "state_storage",
     "prompt_guards", "model_metrics_sources",
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
-    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown",
+    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -126,6 +126,7 @@ class GatewayKey:
     sha256: bytes = field(repr=False)
     models: frozenset[str] | None = None  # provider/model names this key may reach (None: all)
     rpm: int | None = None  # requests per minute (None: unlimited)
+    max_parallel: int | None = None  # requests in flight at once (None: unlimited)
 
     def allows(self, provider: "Provider") -> bool:
         return self.models is None or provider.model in self.models
@@ -150,6 +151,26 @@ class Failover:
     max_retry_after: float = 30.0  # longest Retry-After the gateway waits for instead of moving on
     failures_to_cool: int = 3  # consecutive failures that put a model in cooldown
     cooldown: float = 30.0  # seconds a cooling model is skipped (a 429's Retry-After, if longer)
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """The `routing:` section: how the gateway uses the router (`settings` go to the router)."""
+
+    explicit_model_wins: bool = True  # a request naming a configured model or alias is not re-routed
+    encoder_model: str | None = None  # a local sentence-transformers folder (default: the packaged model)
+    encoder_backend: str = "auto"
+    settings: Mapping[str, Any] = field(default_factory=dict)  # router/preferences.py RouterSettings
+
+
+# routing: keys -> (RouterSettings field, type). Plano's own session keys map onto ours.
+_ROUTER_SETTINGS = {
+    "threshold": ("threshold", float), "margin": ("margin", float), "sticky": ("sticky", bool),
+    "switch_threshold": ("switch_threshold", float), "switch_margin": ("switch_margin", float),
+    "use_bank": ("use_bank", bool), "bank_dir": ("bank_dir", str), "max_chars": ("max_chars", int),
+    "session_ttl_seconds": ("session_ttl_s", float), "session_max_entries": ("session_max_entries", int),
+}  # fmt: skip
+_ROUTING_PLANO_IGNORED = ("llm_provider", "model", "session_cache", "routing_budget", "route_on_user_only")
 
 
 @dataclass(frozen=True)
@@ -185,6 +206,7 @@ class Config:
     gateway_secrets: tuple[str, ...] = field(default=(), repr=False)  # plaintext keys, for redaction only
     ping_interval_s: float = 10.0
     drain_s: float = 30.0  # how long in-flight requests may finish after a stop signal
+    routing: RoutingOptions = RoutingOptions()
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
@@ -320,6 +342,7 @@ class _Builder:
         ping_interval = self.streaming()
         timeouts = self.durations("timeouts", Timeouts)
         failover = self.failover()
+        routing = self.routing()
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
@@ -351,6 +374,7 @@ class _Builder:
             ping_interval_s=ping_interval,
             timeouts=timeouts,
             drain_s=drain,
+            routing=routing,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),
@@ -630,7 +654,7 @@ class _Builder:
                 item = {"key": item}
             if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
                 continue
-            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm"))
+            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel"))
             name = str(item.get("name", f"key{i}"))
             if ("key" in item) == ("sha256" in item):
                 self.error(path, "give exactly one of key or sha256")
@@ -652,11 +676,14 @@ class _Builder:
             if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
                 self.error(f"{path}.models", "expected a list of model names")
                 models = None
-            rpm = item.get("rpm")
-            if rpm is not None and (not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 1):
-                self.error(f"{path}.rpm", f"expected a whole number of requests per minute >= 1, got {rpm!r}")
-                rpm = None
-            keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, rpm))
+            limits = {}
+            for field_name in ("rpm", "max_parallel"):
+                number = item.get(field_name)
+                if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+                    self.error(f"{path}.{field_name}", f"expected a whole number >= 1, got {number!r}")
+                    number = None
+                limits[field_name] = number
+            keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, **limits))
         if not keys:
             self.warnings.append("gateway_keys: no usable key; every request will be refused")
         return keys, True
@@ -675,6 +702,35 @@ class _Builder:
                 continue
             values[item.name] = value
         return Limits(**values)
+
+    def routing(self) -> RoutingOptions:
+        raw = self.raw.get("routing") or {}
+        if not self.typed("routing", raw, dict, "a mapping"):
+            return RoutingOptions()
+        own = ("explicit_model_wins", "encoder_model", "encoder_backend")
+        self.unknown_keys("routing.", raw, own + tuple(_ROUTER_SETTINGS) + _ROUTING_PLANO_IGNORED)
+        for key in _ROUTING_PLANO_IGNORED:
+            if key in raw:
+                self.warnings.append(f"routing.{key}: accepted for Plano compatibility but not used by Junction")
+        settings: dict[str, Any] = {}
+        for key, (name, kind) in _ROUTER_SETTINGS.items():
+            if key not in raw:
+                continue
+            value = raw[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                self.error(f"routing.{key}", f"expected {kind.__name__}, got {value!r}")
+                continue
+            settings[name] = value
+        explicit = raw.get("explicit_model_wins", True)
+        if not self.typed("routing.explicit_model_wins", explicit, bool, "true or false"):
+            explicit = True
+        backend = str(raw.get("encoder_backend", "auto"))
+        if backend not in ("auto", "onnx-int8", "onnx", "torch", "torch-int8"):
+            self.error("routing.encoder_backend", f"expected auto, onnx-int8, onnx, torch or torch-int8, got {backend!r}")
+        model = raw.get("encoder_model")
+        return RoutingOptions(explicit, str(model) if model else None, backend, MappingProxyType(settings))
 
     def durations(self, section: str, kind: type) -> Any:
         """A section of durations (`300s`, `5m`, numbers of seconds) into dataclass `kind`."""

@@ -42,6 +42,11 @@ class Metrics:
         self.streams = Gauge("junction_streams_in_flight", "Streams being relayed", registry=r)
         self.fallbacks = Counter("junction_fallbacks", "Requests moved to a fallback model", ("model",), registry=r)
         self.cooldowns = Counter("junction_cooldowns", "Times a model was put in cooldown", ("model",), registry=r)
+        self.route_decisions = Counter("junction_router_decisions", "Routing decisions by route and reason",
+                                       ("route", "reason"), registry=r)  # fmt: skip
+        self.route_latency = Histogram("junction_router_decision_seconds", "Time to decide a route",
+                                       buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2, 10),
+                                       registry=r)  # fmt: skip
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
                                    ("model",), registry=r)  # fmt: skip
 
@@ -60,6 +65,10 @@ class Metrics:
             self.tokens.labels(model, "output").inc(call.output_tokens)
         if call.client_gone:
             self.disconnects.labels(model).inc()
+
+    def route(self, decision: Any) -> None:
+        self.route_decisions.labels(decision.route or "none", decision.reason).inc()
+        self.route_latency.observe(decision.latency_ms / 1000)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

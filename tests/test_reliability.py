@@ -298,3 +298,39 @@ def test_r21_sigterm_drains_streams_then_interrupts_the_rest(mock: str, tmp_path
     assert results["short"].rstrip().endswith("data: [DONE]")  # finished within the drain
     long = results["long"]
     assert "event: error" in long and "shutting down" in long and "event: message_stop" not in long
+
+
+def test_r20_parallel_requests_per_key(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """max_parallel: 2, then 5 concurrent streams: 3 refused at once with 429; slots come back
+    when streams end, also when the client disconnects."""
+    import concurrent.futures
+
+    config = tmp_path_factory.mktemp("parallel") / "config.yaml"
+    config.write_text(textwrap.dedent(f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/slowstream
+            base_url: {mock}/v1
+            headers: {{x-mock-chunks: "4", x-mock-gap_ms: "300"}}
+        gateway_keys:
+          - {{name: two, key: two-at-a-time-key, max_parallel: 2}}
+    """))
+    proc, base = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
+
+    def stream() -> tuple[int, str]:
+        response = httpx.post(f"{base}/v1/chat/completions", headers={"x-api-key": "two-at-a-time-key"},
+                              json={"model": "slowstream", "messages": USER, "stream": True}, timeout=20)
+        return response.status_code, response.text
+
+    with proc:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            results = list(pool.map(lambda _: stream(), range(5)))
+        statuses = sorted(code for code, _ in results)
+        assert statuses == [200, 200, 429, 429, 429]
+        assert all("[DONE]" in text for code, text in results if code == 200)
+        # A client that hangs up mid-stream frees its slot too.
+        with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"x-api-key": "two-at-a-time-key"},
+                          json={"model": "slowstream", "messages": USER, "stream": True}, timeout=20) as response:
+            next(response.iter_raw())
+        time.sleep(0.5)
+        assert [stream()[0] for _ in range(2)] == [200, 200]

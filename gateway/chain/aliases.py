@@ -14,20 +14,21 @@ from gateway.config import Config, Provider
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 
 
-def select_model(config: Config, requested: str) -> tuple[Provider, str | None]:
-    """The provider for `requested`, and the alias that was applied (if any)."""
+def select_model(config: Config, requested: str) -> tuple[Provider, str | None, bool]:
+    """The provider for `requested`, the alias that was applied (if any), and whether the name
+    was explicit (an alias or a configured model rather than the default fallback)."""
     name = requested.strip()
     alias = config.aliases.get(name)
     if alias is not None:
-        return alias, name
+        return alias, name, True
     provider = config.lookup(name)
     if provider is not None:
-        return provider, None
+        return provider, None, True
     if name in config.ambiguous:
         raise InvalidRequest(f"model '{name}' is ambiguous (matches {', '.join(config.ambiguous[name])}); "
                              "use the full provider/model name")  # fmt: skip
     if config.default is not None:
-        return config.default, None
+        return config.default, None, False
     known = ", ".join(sorted({p.model for p in config.providers} | set(config.aliases)))
     raise NotFound(f"model '{name}' is not configured and there is no default model (known: {known})")
 
@@ -39,7 +40,7 @@ class Aliases:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
-        provider, call.alias = select_model(self.config, call.requested_model or "")
+        provider, call.alias, call.explicit = select_model(self.config, call.requested_model or "")
         if call.key is not None and not call.key.allows(provider):
             raise Forbidden(f"this gateway key may not use model '{provider.model}'")
         set_candidates(call, self.config, (provider,))

@@ -77,6 +77,7 @@ class Auth:
         self.app = app
         self.config = config
         self.limiter = limiter or RateLimiter()
+        self.parallel: dict[str, int] = {}  # requests in flight per key name
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -89,7 +90,24 @@ class Auth:
                 raise Unauthorized("invalid gateway key")
             if call.key.rpm is not None:
                 call.extra_headers.update(limit_headers(*self.limiter.take(call.key)))
+            if call.key.max_parallel is not None:
+                await self._limited(call.key, scope, receive, send)
+                return
         else:
             # Without gateway keys the credential may belong to a passthrough_auth provider.
             call.credential = credential
         await self.app(scope, receive, send)
+
+    async def _limited(self, key: GatewayKey, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """At most `max_parallel` requests of this key at once; the slot is freed however the
+        request ends (done, failed, or the client went away)."""
+        assert key.max_parallel is not None
+        running = self.parallel.get(key.name, 0)
+        if running >= key.max_parallel:
+            raise GatewayError(f"key '{key.name}' already has {running} requests in flight (limit {key.max_parallel})",
+                               status=429, code="too_many_parallel_requests", headers={"retry-after": "1"})  # fmt: skip
+        self.parallel[key.name] = running + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.parallel[key.name] -= 1

@@ -28,6 +28,8 @@ def _protocol(path: str) -> ApiStyle:
 
 
 def _endpoint(path: str) -> str:
+    if path.startswith("/routing/"):
+        return "route"
     if path.endswith("/count_tokens"):
         return "count_tokens"
     if path.endswith("/models"):

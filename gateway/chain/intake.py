@@ -59,7 +59,8 @@ class Intake:
         messages = body.get("messages") if isinstance(body, dict) else None
         if isinstance(messages, list) and len(messages) > self.max_messages:
             raise PayloadTooLarge(f"messages: {len(messages)} messages exceed the limit of {self.max_messages}")
-        problems = check_request(call.protocol, body, count_tokens=call.endpoint == "count_tokens")
+        # count_tokens and the routing API take message bodies without max_tokens.
+        problems = check_request(call.protocol, body, count_tokens=call.endpoint in ("count_tokens", "route"))
         if problems:
             raise InvalidRequest("; ".join(problems))
         call.body = body
