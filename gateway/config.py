@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -424,6 +425,10 @@ class _Builder:
             if not base_unset and (parts.scheme not in ("http", "https") or not parts.netloc):
                 self.error(f"{path}.base_url", f"must be an http(s) URL, got {base_url!r}")
                 return None
+            if not base_unset and _is_metadata_host(parts.hostname or ""):
+                self.error(f"{path}.base_url", f"{parts.hostname} is a link-local / cloud metadata address; "
+                                               "provider keys must never be sent there")  # fmt: skip
+                return None
 
         spec = self.spec(path, prefix, item.get("provider_interface"), base_url)
         if spec is None:
@@ -804,6 +809,17 @@ class _Builder:
             self.error("streaming.ping_interval", "expected a positive duration")
             return 10.0
         return value
+
+
+def _is_metadata_host(host: str) -> bool:
+    """Cloud metadata endpoints (169.254.169.254 and the like) hand out credentials: refusing
+    them as upstreams closes the classic SSRF path."""
+    if host.lower().rstrip(".") in ("metadata.google.internal", "metadata", "instance-data"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_link_local
+    except ValueError:
+        return False
 
 
 def parse_duration(path: str, value: Any, builder: _Builder) -> float | None:

@@ -238,3 +238,38 @@ def test_models_cli_shows_keys_without_values() -> None:
     assert "unset: MOONSHOTAI_API_KEY" in out.stdout
     assert "arch.claude.code.small.fast" in out.stdout
     assert "sk-secret-value" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[fe80::1]/v1", "http://metadata.google.internal/"])
+def test_metadata_and_link_local_upstreams_are_refused(url: str) -> None:
+    (problem,) = problems(f"version: v0.4.0\nllm_providers:\n  - model: openai/x\n    base_url: {url}\n")
+    assert problem.startswith("llm_providers[0].base_url:") and "metadata" in problem
+
+
+def test_timeouts_failover_routing_and_key_limits_sections() -> None:
+    config = cfg(BASE + """
+timeouts: {connect: 2s, first_byte: 1m, idle: 90, total: 1h}
+failover: {retries: 2, cooldown: 5s, failures_to_cool: 1}
+routing: {threshold: 0.3, sticky: false, explicit_model_wins: false}
+gateway_keys:
+  - {name: a, key: k, models: [deepseek-v4-pro], rpm: 10, max_parallel: 2}
+""")
+    assert (config.timeouts.connect, config.timeouts.first_byte, config.timeouts.idle, config.timeouts.total) == \
+        (2.0, 60.0, 90.0, 3600.0)
+    assert (config.failover.retries, config.failover.cooldown, config.failover.failures_to_cool) == (2, 5.0, 1)
+    assert config.routing.settings == {"threshold": 0.3, "sticky": False}
+    assert config.routing.explicit_model_wins is False
+    (key,) = config.gateway_keys
+    assert key.models == frozenset({"deepseek/deepseek-v4-pro"}) and (key.rpm, key.max_parallel) == (10, 2)
+    found = problems(BASE + "timeouts: {idle: -1}\nfailover: {retries: x}\nrouting: {threshold: high}\n")
+    assert any(p.startswith("timeouts.idle:") for p in found)
+    assert any(p.startswith("failover.retries:") for p in found)
+    assert any(p.startswith("routing.threshold:") for p in found)
+
+
+def test_fallbacks_resolve_and_must_exist() -> None:
+    config = cfg(BASE.replace("    default: true", "    default: true\n    fallbacks: [deepseek-v4-pro]"))
+    (fallback,) = config.fallbacks["deepseek/deepseek-v4-flash"]
+    assert fallback.model == "deepseek/deepseek-v4-pro"
+    found = problems(BASE.replace("    default: true", "    default: true\n    fallbacks: [nope]"))
+    assert found[0].startswith("llm_providers[1].fallbacks[0]: unknown model 'nope'")
