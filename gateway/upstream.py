@@ -156,11 +156,13 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 class _Failed(Exception):
     """One attempt failed before anything reached the client; the loop may try again."""
 
-    def __init__(self, error: GatewayError, retry_after: float | None = None, same_again: bool = False) -> None:
+    def __init__(self, error: GatewayError, retry_after: float | None = None, same_again: bool = False,
+                 answer: tuple[dict[str, Any], bytes] | None = None) -> None:  # fmt: skip
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
         self.same_again = same_again  # worth retrying the same model (a status, not a dead host)
+        self.answer = answer  # the upstream's own error response (start message, body), held back
 
 
 class Upstream:
@@ -236,7 +238,13 @@ class Upstream:
                 if not self.health.admit(provider.model):
                     break
         assert failure is not None
-        raise failure.error
+        if failure.answer is None:
+            raise failure.error
+        # Out of candidates after an error answer: the client gets that answer (re-expressed in
+        # its protocol by the translate layer), not a generic one.
+        start, body = failure.answer
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
 
     async def _attempt(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
         """One upstream request. Raises `_Failed` (nothing sent yet) or relays the answer."""
@@ -269,9 +277,15 @@ class Upstream:
         status = response.status_code
         if status in RETRYABLE and not final:
             retry_after = retry_after_seconds(response)
+            answer = None
+            with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                async with asyncio.timeout(5):
+                    body = await response.aread()
+                headers = relay_headers(response) + [(b"content-length", str(len(body)).encode())]
+                answer = ({"type": "http.response.start", "status": status, "headers": headers}, body)
             await response.aclose()
             self._failed(provider, retry_after if status == 429 else None)
-            raise _Failed(UpstreamError(f"upstream '{provider.model}' answered {status}"), retry_after, True)
+            raise _Failed(UpstreamError(f"upstream '{provider.model}' answered {status}"), retry_after, True, answer)
         if status in RETRYABLE:
             self._failed(provider, retry_after_seconds(response) if status == 429 else None)
         else:

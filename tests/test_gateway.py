@@ -354,6 +354,23 @@ def test_missing_and_wrong_gateway_key(gateway: str, mock: str) -> None:
     assert httpx.get(f"{mock}/_mock/stats").json()["received"] == before
 
 
+def test_key_flood_is_refused_without_upstream_traffic(gateway: str, mock: str) -> None:
+    import concurrent.futures
+    import secrets
+
+    before = httpx.get(f"{mock}/_mock/stats").json()["received"]
+    with httpx.Client(base_url=gateway, timeout=10) as client:
+        def attempt(_: int) -> int:
+            key = secrets.token_urlsafe(24)
+            return client.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                               json={"model": "gpt-mock", "messages": USER}).status_code  # fmt: skip
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(attempt, range(400)))
+    assert statuses == [401] * 400
+    assert httpx.get(f"{mock}/_mock/stats").json()["received"] == before
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragment"),
     [

@@ -63,6 +63,9 @@ llm_providers:
   - model: mock/lonely
     base_url: {mock}/v1
     headers: {{x-mock-status: "503"}}
+  - model: mock/storm
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "503"}}
   - model: mock/scripted
     base_url: {mock}/v1
   - model: mock/slow
@@ -334,3 +337,16 @@ def test_r20_parallel_requests_per_key(mock: str, tmp_path_factory: pytest.TempP
             next(response.iter_raw())
         time.sleep(0.5)
         assert [stream()[0] for _ in range(2)] == [200, 200]
+
+
+def test_r15_retry_storm_is_bounded_by_attempts_and_cooldown(gateway: str, upstream_calls) -> None:
+    """Every request to an always-failing model: the upstream sees at most (1 + retries) calls per
+    client request, and far fewer once the model is cooling down."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: chat(gateway, "storm").status_code, range(40)))
+    assert set(statuses) <= {503}
+    calls = upstream_calls().count("storm")
+    assert calls <= 2 * 40
+    assert calls < 20  # the cooldown (failures_to_cool: 2) stops the storm early
