@@ -57,10 +57,11 @@ async def _warm(router: Router) -> None:
         log.exception("router failed to load; requests will be served without routing")
 
 
-def build_app(config: Config) -> Starlette:
+def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metrics | None = None) -> Starlette:
+    """The gateway for one config. `lifecycle` and `metrics` outlive config reloads when given."""
     pool = ClientPool(config.timeouts)
-    lifecycle = Lifecycle()
-    metrics = Metrics()
+    lifecycle = lifecycle or Lifecycle()
+    metrics = metrics or Metrics()
     router = build_router(config)
     chain = llm_chain(config, pool, metrics, lifecycle, router)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)
@@ -70,17 +71,26 @@ def build_app(config: Config) -> Starlette:
         return Response(body, media_type=content_type)
 
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    warming: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
         for warning in config.warnings:
             log.warning("config: %s", warning)
-        warm = asyncio.create_task(_warm(router)) if router is not None else None
-        yield
-        if warm is not None:
-            warm.cancel()
+        if router is not None:
+            warming.append(asyncio.create_task(_warm(router)))
+
+    async def stop() -> None:
+        for task in warming:
+            task.cancel()
         # Streams cut at the end of the drain are writing their error frames: let them finish.
         await lifecycle.wait_idle(2.0)
         await pool.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await start()
+        yield
+        await stop()
 
     async def ready(request: Request) -> Response:
         if lifecycle.draining:
@@ -110,4 +120,5 @@ def build_app(config: Config) -> Starlette:
     app.state.pool = pool
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
+    app.state.start, app.state.stop = start, stop
     return app

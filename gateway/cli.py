@@ -63,7 +63,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.app import build_app
+    from gateway.reload import Reloadable
 
     config = _load_or_exit(args.config)
     redact.install(redact.Redactor(config.secrets()))
@@ -73,14 +73,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.auth_enabled:
         exposure = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else f"ALL clients that reach {host}"
         log.warning("no gateway_keys configured: the gateway is open to %s", exposure)
-    app = build_app(config)
+    app = Reloadable(args.config, config)
     if args.no_access_log:
         logging.getLogger("junction.access").setLevel(logging.WARNING)
     # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
     # log_config=None: uvicorn's loggers propagate to the root handler and its redaction filter.
     server_config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
                                    log_config=None, timeout_graceful_shutdown=max(1, round(config.drain_s)))  # fmt: skip
-    server = DrainingServer(server_config, app.state.lifecycle)
+    server = DrainingServer(server_config, app.lifecycle)
     # uvicorn re-raises the stop signal after a graceful shutdown; ending there is success.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))

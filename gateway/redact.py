@@ -54,6 +54,9 @@ class RedactingFilter(logging.Filter):
 
 
 def install(redactor: Redactor) -> None:
-    """Redact on every handler of the root logger (and so of every logger that propagates)."""
+    """Redact on every handler of the root logger (and so of every logger that propagates),
+    replacing the filter a previous config installed."""
     for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
         handler.addFilter(RedactingFilter(redactor))

@@ -350,3 +350,51 @@ def test_r15_retry_storm_is_bounded_by_attempts_and_cooldown(gateway: str, upstr
     calls = upstream_calls().count("storm")
     assert calls <= 2 * 40
     assert calls < 20  # the cooldown (failures_to_cool: 2) stops the storm early
+
+
+def test_r22_sighup_reloads_a_valid_config_and_keeps_serving_on_an_invalid_one(
+        mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    import signal
+    import threading
+
+    config = tmp_path_factory.mktemp("reload") / "config.yaml"
+    first = f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/before
+            base_url: {mock}/v1
+            default: true
+            headers: {{x-mock-chunks: "6", x-mock-gap_ms: "250"}}
+    """
+    config.write_text(textwrap.dedent(first))
+    proc, base = start_gateway(config, None, "--log-level", "info", "--no-access-log")
+    in_flight: dict[str, str] = {}
+
+    def long_stream() -> None:
+        in_flight["text"] = httpx.post(f"{base}/v1/chat/completions", timeout=20,
+                                       json={"model": "before", "messages": USER, "stream": True}).text
+
+    with proc:
+        worker = threading.Thread(target=long_stream)
+        worker.start()
+        time.sleep(0.3)
+        config.write_text(textwrap.dedent(first + f"""
+          - model: mock/added
+            base_url: {mock}/v1
+        """))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and chat(base, "added").headers.get("x-junction-model") != "mock/added":
+            time.sleep(0.1)
+        assert chat(base, "added").headers["x-junction-model"] == "mock/added"
+        worker.join(timeout=10)
+        assert in_flight["text"].rstrip().endswith("data: [DONE]")  # the stream begun before the reload
+        config.write_text("version: v0.4.0\nllm_providers:\n  - model: not-a-model\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert chat(base, "added").headers["x-junction-model"] == "mock/added"
+        assert proc.poll() is None
+        time.sleep(0.2)
+        output = proc.output()
+    assert "config reloaded" in output and "config reload refused" in output
+    assert "llm_providers[0].model" in output
