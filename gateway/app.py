@@ -24,6 +24,8 @@ from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, healthz, not_routed
 from gateway.observe import Metrics
+from gateway.tracing import Tracing
+from gateway.tracing import setup as setup_tracing
 from gateway.upstream import ClientPool, Upstream
 from router.preferences import Router
 
@@ -31,7 +33,7 @@ log = logging.getLogger("junction")
 
 
 def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle,
-              router: Router | None) -> Any:  # fmt: skip
+              router: Router | None, tracing: Tracing | None = None) -> Any:  # fmt: skip
     """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
@@ -44,7 +46,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Aliases(app, config)
     app = Intake(app, config.limits)
     app = Auth(app, config)
-    return Boundary(app, config.limits.max_header_bytes, metrics)
+    return Boundary(app, config.limits.max_header_bytes, metrics, tracing)
 
 
 async def _warm(router: Router) -> None:
@@ -63,7 +65,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     lifecycle = lifecycle or Lifecycle()
     metrics = metrics or Metrics()
     router = build_router(config)
-    chain = llm_chain(config, pool, metrics, lifecycle, router)
+    tracing = setup_tracing(config.tracing)
+    chain = llm_chain(config, pool, metrics, lifecycle, router, tracing)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -85,6 +88,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # Streams cut at the end of the drain are writing their error frames: let them finish.
         await lifecycle.wait_idle(2.0)
         await pool.aclose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # flushes the batch exporter
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

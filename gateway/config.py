@@ -41,12 +41,12 @@ LOOPBACK = "127.0.0.1"
 # Plano keys we accept but do not act on (a warning says so); anything else is a typo.
 _PLANO_IGNORED = (
     "agents", "filters", "endpoints", "overrides", "prompt_caching", "system_prompt",
-    "prompt_targets", "ratelimits", "tracing", "mode", "state_storage",
+    "prompt_targets", "ratelimits", "mode", "state_storage",
     "prompt_guards", "model_metrics_sources",
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
-    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing",
+    "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -175,6 +175,20 @@ _ROUTING_PLANO_IGNORED = ("llm_provider", "model", "session_cache", "routing_bud
 
 
 @dataclass(frozen=True)
+class TracingOptions:
+    """The `tracing:` section (Plano's, with Junction's OTLP/HTTP exporter settings)."""
+
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
+    console: bool = False  # print spans to stdout (debugging)
+    sampling: float = 1.0  # fraction of requests traced (Plano's random_sampling is a percentage)
+    service_name: str = "junction"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.otlp_endpoint or self.console)
+
+
+@dataclass(frozen=True)
 class _Shutdown:
     drain: float = 30.0
 
@@ -208,6 +222,7 @@ class Config:
     ping_interval_s: float = 10.0
     drain_s: float = 30.0  # how long in-flight requests may finish after a stop signal
     routing: RoutingOptions = RoutingOptions()
+    tracing: TracingOptions = TracingOptions()
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
@@ -344,6 +359,7 @@ class _Builder:
         timeouts = self.durations("timeouts", Timeouts)
         failover = self.failover()
         routing = self.routing()
+        tracing = self.tracing()
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
@@ -376,6 +392,7 @@ class _Builder:
             timeouts=timeouts,
             drain_s=drain,
             routing=routing,
+            tracing=tracing,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),
@@ -707,6 +724,28 @@ class _Builder:
                 continue
             values[item.name] = value
         return Limits(**values)
+
+    def tracing(self) -> TracingOptions:
+        raw = self.raw.get("tracing") or {}
+        if not self.typed("tracing", raw, dict, "a mapping"):
+            return TracingOptions()
+        plano = ("trace_arch_internal", "opentracing_grpc_endpoint", "span_attributes", "exporters")
+        self.unknown_keys("tracing.", raw, ("otlp_endpoint", "console", "random_sampling", "service_name") + plano)
+        for key in plano:
+            if key in raw:
+                self.warnings.append(f"tracing.{key}: not used by Junction (it exports OTLP over HTTP: otlp_endpoint)")
+        sampling = raw.get("random_sampling", 100)
+        if not isinstance(sampling, (int, float)) or isinstance(sampling, bool) or not 0 <= sampling <= 100:
+            self.error("tracing.random_sampling", f"expected a percentage 0-100, got {sampling!r}")
+            sampling = 100
+        endpoint = raw.get("otlp_endpoint")
+        if endpoint is not None and not (isinstance(endpoint, str) and urlsplit(endpoint).scheme in ("http", "https")):
+            self.error("tracing.otlp_endpoint", f"expected an http(s) URL, got {endpoint!r}")
+            endpoint = None
+        console = raw.get("console", False)
+        if not self.typed("tracing.console", console, bool, "true or false"):
+            console = False
+        return TracingOptions(endpoint, console, sampling / 100, str(raw.get("service_name", "junction")))
 
     def routing(self) -> RoutingOptions:
         raw = self.raw.get("routing") or {}

@@ -46,10 +46,12 @@ def _request_id(headers: dict[str, str]) -> str:
 
 
 class Boundary:
-    def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None,
+                 tracing: Any = None) -> None:  # fmt: skip
         self.app = app
         self.max_header_bytes = max_header_bytes
         self.metrics = metrics
+        self.tracing = tracing  # gateway.tracing.Tracing, when configured
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -99,6 +101,8 @@ class Boundary:
                     self.metrics.record(call)
             if call.endpoint != "models":
                 log_access(call)
+                if self.tracing is not None:
+                    self.tracing.record(call)
 
     async def _fail(self, call: Call, send: Any, started: bool, finished: bool, streaming: bool,
                     status: int, message: str, exc: GatewayError | None) -> None:  # fmt: skip
