@@ -50,7 +50,7 @@ _KNOWN_TOP = (
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
-    "passthrough_auth", "http_host", "routing_preferences", "fallbacks",
+    "passthrough_auth", "http_host", "routing_preferences", "fallbacks", "anthropic_betas",
 )  # fmt: skip
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -80,6 +80,9 @@ class Provider:
     missing_env: tuple[str, ...] = ()  # unset variables this provider needs
     wildcard: bool = False
     quirks: Quirks = NO_QUIRKS
+    # Which client `anthropic-beta` values reach this (Anthropic-style) upstream: None = all, as
+    # native Anthropic needs; a set = only those (third parties reject betas they do not know).
+    anthropic_betas: frozenset[str] | None = None
 
     @property
     def api(self) -> ApiStyle:
@@ -483,6 +486,12 @@ class _Builder:
         wildcard = model_id == "*"
         if wildcard and flags.get("default"):
             self.error(f"{path}.default", "a wildcard provider cannot be the default")
+        betas = item.get("anthropic_betas")
+        if betas is False:
+            betas = []
+        if betas is not None and not (isinstance(betas, list) and all(isinstance(b, str) for b in betas)):
+            self.error(f"{path}.anthropic_betas", "expected a list of beta names (or false to send none)")
+            betas = None
         if spec.needs_base_url and not base_url:
             self.error(f"{path}.base_url", f"required for provider '{prefix}'")
             return None
@@ -501,6 +510,7 @@ class _Builder:
             missing_env=tuple(dict.fromkeys(missing)),
             wildcard=wildcard,
             quirks=quirks_for(spec, base_url, model_id),
+            anthropic_betas=frozenset(betas) if betas is not None else None,
         )
 
     def spec(self, path: str, prefix: str, interface: Any, base_url: str | None) -> ProviderSpec | None:

@@ -58,6 +58,12 @@ def upstream_headers(call: Call, provider: Provider) -> dict[str, str]:
         for name in _FORWARD_ANTHROPIC:
             if name in call.headers:
                 headers[name] = call.headers[name]
+        if provider.anthropic_betas is not None and "anthropic-beta" in headers:
+            kept = [b.strip() for b in headers["anthropic-beta"].split(",") if b.strip() in provider.anthropic_betas]
+            if kept:
+                headers["anthropic-beta"] = ",".join(kept)
+            else:
+                del headers["anthropic-beta"]
     key = call.credential if provider.passthrough_auth else provider.access_key
     if key:
         style = provider.spec.auth

@@ -42,6 +42,10 @@ llm_providers:
     base_url: {mock}/v1
     access_key: $TEST_OPENAI_SECRET
     headers: {{x-mock-status: "429", x-mock-retry_after: "7"}}
+  - model: mock/claude-third-party
+    base_url: {mock}
+    provider_interface: anthropic
+    anthropic_betas: [interleaved-thinking-2025-05-14]
   - model: mock/claude-overloaded
     base_url: {mock}
     provider_interface: anthropic
@@ -279,6 +283,16 @@ def test_upstream_auth_headers_and_client_key_never_forwarded(gateway: str, reco
     assert to_kimi["headers"]["user-agent"] == "KimiCLI/1.3"
     for req in (to_anthropic, to_openai, to_kimi):
         assert KEY not in str(req["headers"])
+
+
+def test_anthropic_betas_filtered_for_a_third_party_upstream(gateway: str, recorded) -> None:
+    betas = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27"
+    for model in ("claude-third-party", "claude-mock"):
+        httpx.post(f"{gateway}/v1/messages", json={"model": model, "max_tokens": 5, "messages": USER},
+                   headers={"x-api-key": KEY, "anthropic-beta": betas}).raise_for_status()  # fmt: skip
+    third_party, native_like = recorded()
+    assert third_party["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert native_like["headers"]["anthropic-beta"] == betas
 
 
 def test_anthropic_version_defaulted_when_client_sends_none(gateway: str, recorded) -> None:

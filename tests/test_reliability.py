@@ -48,6 +48,10 @@ llm_providers:
     base_url: {mock}/v1
     headers: {{x-mock-fault: hang}}
     fallbacks: [healthy]
+  - model: mock/hangs-alone
+    base_url: {mock}
+    provider_interface: anthropic
+    headers: {{x-mock-fault: hang}}
   - model: mock/stalls
     base_url: {mock}/v1
     headers: {{x-mock-fault: stall, x-mock-stall_after: "2"}}
@@ -170,6 +174,15 @@ def test_r7_hanging_upstream_hits_first_byte_timeout_then_falls_back(gateway: st
     assert 1.0 <= elapsed < 4.0
     assert "data: [DONE]" in response.text
     assert upstream_calls() == ["hangs", "healthy"]
+
+
+def test_upstream_timeout_without_fallback_is_504_timeout_error(gateway: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(anthropic.APIStatusError) as info:
+        anthropic.Anthropic(base_url=gateway, api_key="x", max_retries=0, timeout=20).messages.create(
+            model="hangs-alone", max_tokens=5, messages=USER)
+    assert info.value.status_code == 504 and info.value.body["error"]["type"] == "timeout_error"
+    assert 1.0 <= time.perf_counter() - started < 5
 
 
 def test_r8_stall_mid_stream_ends_with_error_and_no_fallback(gateway: str, upstream_calls) -> None:
