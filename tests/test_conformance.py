@@ -1017,8 +1017,9 @@ def test_anthropic_stream_to_openai_client_without_include_usage(gw: Gateway, up
 @pytest.mark.parametrize(
     ("tail", "kind", "message"),
     [
+        # OpenAI clients get OpenAI's type for the status (an Anthropic type means nothing to them).
         (an_sse([{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}]),
-         "overloaded_error", "Overloaded"),
+         "api_error", "Overloaded"),
         ([], "api_error", "upstream stream ended before the response was complete"),
     ],
     ids=["error-event", "truncated"],

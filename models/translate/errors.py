@@ -45,6 +45,8 @@ OPENAI_ERROR_TYPES: dict[int, str] = {
     504: "timeout",
 }
 
+_ANTHROPIC_ONLY_TYPES = frozenset(ANTHROPIC_ERROR_TYPES.values()) - frozenset(OPENAI_ERROR_TYPES.values())
+
 # Error `type` names (either protocol) -> the status they stand for, for errors that arrive
 # without an HTTP status (mid-stream error events and chunks).
 _STATUS_OF_TYPE: dict[str, int] = {
@@ -306,7 +308,7 @@ def _map(
         return status, error_body(client_api, status, info.message), headers
     # OpenAI clients get the upstream's own type/code when it gave them (e.g. insufficient_quota).
     body = error_body(client_api, status, info.message, info.code)
-    if info.type:
+    if info.type and info.type not in _ANTHROPIC_ONLY_TYPES:  # an Anthropic type means nothing to them
         body["error"]["type"] = info.type
     body["error"]["param"] = info.param
     return status, body, headers
