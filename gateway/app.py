@@ -16,6 +16,7 @@ from gateway.chain.aliases import Aliases
 from gateway.chain.auth import Auth
 from gateway.chain.boundary import Boundary
 from gateway.chain.intake import Intake
+from gateway.chain.quota import Quota
 from gateway.chain.repair import Repair
 from gateway.chain.routing import RouteDecision, Routing, build_router
 from gateway.chain.translate import Translate
@@ -37,13 +38,15 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     """auth -> aliases -> routing -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
-    requests are refused before their body is read.
+    requests are refused before their body is read; quota (a key's tokens per minute) needs the
+    parsed body and comes right after it.
     """
     app: Any = Upstream(pool, config, Health(config.failover), metrics)
     app = Repair(app, config.ping_interval_s, lifecycle)
     app = Translate(app)
     app = Routing(app, config, router, metrics)
     app = Aliases(app, config)
+    app = Quota(app)
     app = Intake(app, config.limits)
     app = Auth(app, config)
     return Boundary(app, config.limits.max_header_bytes, metrics, tracing)

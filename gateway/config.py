@@ -131,6 +131,7 @@ class GatewayKey:
     models: frozenset[str] | None = None  # provider/model names this key may reach (None: all)
     rpm: int | None = None  # requests per minute (None: unlimited)
     max_parallel: int | None = None  # requests in flight at once (None: unlimited)
+    tpm: int | None = None  # tokens per minute, input + output (None: unlimited)
 
     def allows(self, provider: "Provider") -> bool:
         return self.models is None or provider.model in self.models
@@ -686,7 +687,7 @@ class _Builder:
                 item = {"key": item}
             if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
                 continue
-            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel"))
+            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel", "tpm"))
             name = str(item.get("name", f"key{i}"))
             if ("key" in item) == ("sha256" in item):
                 self.error(path, "give exactly one of key or sha256")
@@ -709,7 +710,7 @@ class _Builder:
                 self.error(f"{path}.models", "expected a list of model names")
                 models = None
             limits = {}
-            for field_name in ("rpm", "max_parallel"):
+            for field_name in ("rpm", "max_parallel", "tpm"):
                 number = item.get(field_name)
                 if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
                     self.error(f"{path}.{field_name}", f"expected a whole number >= 1, got {number!r}")

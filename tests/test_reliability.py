@@ -411,3 +411,37 @@ def test_r22_sighup_reloads_a_valid_config_and_keeps_serving_on_an_invalid_one(
         output = proc.output()
     assert "config reloaded" in output and "config reload refused" in output
     assert "llm_providers[0].model" in output
+
+
+def test_r18_token_limit_reserves_before_the_call(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """tpm: 100, then 5 concurrent requests of about 175 tokens each: one may overshoot (it found the
+    window empty), the others are refused at once with 429 and nothing is sent upstream for them."""
+    import concurrent.futures
+
+    config = tmp_path_factory.mktemp("tpm") / "config.yaml"
+    config.write_text(textwrap.dedent(f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/metered
+            base_url: {mock}/v1
+            headers: {{x-mock-delay_ms: "300"}}
+        gateway_keys:
+          - {{name: small, key: small-tpm-key-123, tpm: 100}}
+    """))
+    proc, base = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
+    text = " ".join(["tokens"] * 140)
+
+    def request(_: int) -> httpx.Response:
+        return httpx.post(f"{base}/v1/chat/completions", headers={"x-api-key": "small-tpm-key-123"}, timeout=20,
+                          json={"model": "metered", "max_tokens": 30, "messages": [{"role": "user", "content": text}]})
+
+    httpx.delete(f"{mock}/_mock/requests")
+    with proc:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            responses = list(pool.map(request, range(5)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 429, 429, 429, 429]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert "token limit of 100 per minute" in refused.json()["error"]["message"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert len(httpx.get(f"{mock}/_mock/requests").json()) == 1
