@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install bench-overhead clean claude-code
+.PHONY: run test install bench-overhead bench-routing bench-soak clean claude-code
 
 # The router needs PyTorch; a bare `torch` requirement would pull the multi-GB CUDA build, so the
 # CPU build is installed first (override e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu").
@@ -30,6 +30,11 @@ test: install claude-code
 bench-overhead: install
 	$(PY) benchmarks/overhead.py --setup-litellm $(BENCH_ARGS)
 
+# Routing accuracy and latency on the datasets in ../shared/routing-data (about 7 minutes; --quick about 1).
+# The confusion-matrix PNGs need matplotlib (`pip install matplotlib`).
+bench-routing: install
+	$(PY) benchmarks/routing_accuracy.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
@@ -46,3 +51,8 @@ claude-code:
 		if [ -f tests/e2e/package-lock.json ]; then npm ci --prefix tests/e2e --no-audit --no-fund; \
 		else npm install --prefix tests/e2e --no-audit --no-fund; fi && touch $(CLAUDE_CODE_STAMP); \
 	fi
+
+# Soak test: 10 minutes at 32 concurrent streams with 10% client aborts and 5% upstream errors; RSS slope, open
+# FDs and upstream sockets against their targets (about 11 minutes). `make bench-soak BENCH_ARGS=--quick`: 1.5 min.
+bench-soak: install
+	$(PY) benchmarks/soak.py $(BENCH_ARGS)

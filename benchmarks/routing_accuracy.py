@@ -244,6 +244,7 @@ class Bench:
         self.args = args
         self.data = Path(args.data)
         self.encoder = Encoder(cache_size=400_000)
+        self.short_encoder = Encoder(max_tokens=64)  # ablation: a 64-token budget instead of 128
         self.results: dict[str, Any] = {}
         self.confusions: dict[str, tuple[list[str], list[str], str]] = {}
         self.rng_seed = args.seed
@@ -394,7 +395,8 @@ class Bench:
             router = Router(routes_with(routes, examples), self.encoder, settings)
             out = dialogue_metrics(self.run_dialogues(router, test_d, f"sgd {cfg}"))
             if cfg.startswith("C"):
-                out.update(switch_threshold=settings.switch_threshold, switch_margin=settings.switch_margin)
+                out.update(switch_threshold=settings.switch_threshold, switch_margin=settings.switch_margin,
+                           switch_lead=settings.switch_lead)  # fmt: skip
             self.confusions.setdefault("sgd", (out["_gold"], out["_pred"], f"sgd {cfg}")) if cfg == "A" else None
             res[cfg] = {k2: v for k2, v in out.items() if not k2.startswith("_")}
         self.results["sgd"] = res
@@ -402,9 +404,9 @@ class Bench:
     def tune_sticky(self, routes: list[dict[str, Any]], settings: RouterSettings,
                     tune: list[list[tuple[str, str]]]) -> RouterSettings:  # fmt: skip
         best, best_key = settings, (-1.0, -1.0)
-        grid = [(t, m) for t in (0.35, 0.4, 0.45, 0.5, 0.55, 0.6) for m in (0.05, 0.1, 0.15)]
-        for thr, mar in tracked(grid, "sgd calibrate"):
-            trial = replace(settings, switch_threshold=thr, switch_margin=mar)
+        grid = [(t, m, lead) for t in (0.4, 0.5, 0.55) for m in (0.1, 0.15, 0.2, 0.25) for lead in (0.04, 0.08)]
+        for thr, mar, lead in tracked(grid, "sgd calibrate"):
+            trial = replace(settings, switch_threshold=thr, switch_margin=mar, switch_lead=lead)
             m = dialogue_metrics(self.run_dialogues(Router(routes, self.encoder, trial), tune, "sgd-tune"))
             key = (m["turn_accuracy"] + m["conversation_accuracy"], m["turn_accuracy"])
             if key > best_key:
@@ -417,7 +419,7 @@ class Bench:
         self.embed([t for r in rows for t in r["turns"]], "mt_bench")
         res: dict[str, Any] = {"routes": len(routes), "questions": len(rows)}
         base = replace(RouterSettings(), **NO_ABSTAIN)
-        for cfg in ("A", "A-no-bank", "B5"):
+        for cfg in ("A", "A-no-bank", "A-64-tokens", "B5"):
             folds: list[tuple[list[dict[str, Any]], dict[str, list[str]] | None]] = []
             if cfg == "B5":  # two folds: examples from the other half of the questions
                 for parity in (0, 1):
@@ -431,7 +433,8 @@ class Bench:
             t1g, t1p, dialogues = [], [], []
             for subset, examples in folds:
                 settings = replace(base, use_bank=cfg != "A-no-bank")
-                router = Router(routes_with(routes, examples), self.encoder, settings)
+                encoder = self.short_encoder if cfg == "A-64-tokens" else self.encoder
+                router = Router(routes_with(routes, examples), encoder, settings)
                 convs = [[(r["turns"][0], r["category"]), (r["turns"][1], r["category"])] for r in subset]
                 for gold, pred in self.run_dialogues(router, convs, f"mt_bench {cfg}"):
                     t1g.append(gold[0])
@@ -458,9 +461,11 @@ class Bench:
             rows = [(c["text"], c["gold"] or NONE) for c in spec["single"]]
             name = "agent" if which == "agent_eval" else "agent_dev"
             out: dict[str, Any] = {"single": len(rows), "conversations": len(spec["multi"])}
-            for cfg, settings in (("A", RouterSettings()), ("A-no-bank", RouterSettings(use_bank=False)),
-                                  ("A-no-sticky", RouterSettings(sticky=False))):  # fmt: skip
-                router = Router(seed_routes, self.encoder, settings)
+            for cfg, settings, encoder in (("A", RouterSettings(), self.encoder),
+                                           ("A-no-bank", RouterSettings(use_bank=False), self.encoder),
+                                           ("A-no-sticky", RouterSettings(sticky=False), self.encoder),
+                                           ("A-64-tokens", RouterSettings(), self.short_encoder)):  # fmt: skip
+                router = Router(seed_routes, encoder, settings)
                 pred = [router.decide_sync(single_turn_body(t), "anthropic").route or NONE for t, _ in rows]
                 single = classification([g for _, g in rows], pred)
                 convs = []
@@ -543,6 +548,8 @@ class Bench:
         out["concurrent8"] = asyncio.run(concurrent())
         out["concurrent8"]["mean_batch"] = (enc.stats["encoded"] - before["encoded"]) / max(enc.stats["batches"] - before["batches"], 1)
         out["cold_start"] = cold_start()
+        if not self.args.quick:
+            out["cold_start_first_run"] = cold_start(fresh_cache=True)
         out["loadavg"] = os.getloadavg()
         self.results["latency"] = out
         enc.close()
@@ -554,8 +561,9 @@ def pct(values: Sequence[float], p: float) -> float:
     return round(float(np.percentile(values, p)), 2)
 
 
-def cold_start() -> dict[str, Any]:
-    """A fresh process: import, load the model (ONNX file cached), build the seed routes, decide once."""
+def cold_start(fresh_cache: bool = False) -> dict[str, Any]:
+    """A fresh process: import, load the model, build the seed routes, decide once. With
+    `fresh_cache` the ONNX export happens too (a first start on a new machine)."""
     code = (
         "import time,json,yaml;t=time.perf_counter();from router.encoder import Encoder;"
         "from router.preferences import Router;i=time.perf_counter();"
@@ -564,12 +572,22 @@ def cold_start() -> dict[str, Any]:
         "print(json.dumps({'import_ms':(i-t)*1000,'load_and_build_ms':(e-i)*1000,'total_ms':(e-t)*1000,"
         "'model_load_ms':r.encoder.load_ms,'backend':r.encoder.backend_name}))"
     )
+    env = dict(os.environ)
+    tmp = None
+    if fresh_cache:
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="junction-cold-")
+        env["JUNCTION_CACHE_DIR"] = tmp.name
     try:
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
         data = json.loads(out.stdout.strip().splitlines()[-1])
         return {k: round(v, 1) if isinstance(v, float) else v for k, v in data.items()}
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         return {"error": str(exc)}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,7 +708,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = ["| suite | config | turn acc | span acc | conversation acc | flap rate | macro-F1 | notes |", "|---|---|---|---|---|---|---|---|"]
     for cfg, m in results.get("sgd", {}).items():
         if isinstance(m, dict):
-            note = f"switch ≥ {m['switch_threshold']}, lead ≥ {m['switch_margin']}" if "switch_threshold" in m else ""
+            note = (f"switch at ≥ {m['switch_threshold']}, ≥ {m['switch_margin']} over the current route, "
+                    f"≥ {m['switch_lead']} over the runner-up") if "switch_threshold" in m else ""  # fmt: skip
             lines.append(f"| sgd | {cfg} | {fmt(m['turn_accuracy'])} | {fmt(m['span_accuracy'])} | {fmt(m['conversation_accuracy'])} | "
                          f"{fmt(m['flap_rate'])} | {fmt(m['macro_f1'])} | {note} |")  # fmt: skip
     for cfg, m in results.get("mt_bench", {}).items():
@@ -713,12 +732,20 @@ def markdown(results: dict[str, Any]) -> str:
             m = lat[key]
             lines.append(f"| {m['input_tokens']} tokens | {m['tokens']} | {m['p50_ms']} ms | {m['p90_ms']} ms | {m['p99_ms']} ms |")
         c = lat["concurrent8"]
-        cs = lat["cold_start"]
+        cs = cold_text(lat["cold_start"])
+        first = f" First start on a new machine (ONNX export included): {cold_text(lat['cold_start_first_run'])}." if "cold_start_first_run" in lat else ""
         out += [f"## Decision latency ({lat['backend']}, {lat['threads']} threads, through `await Router.decide`)", "", *lines, "",
                 f"8 concurrent: {c['decisions_per_s']:.0f} decisions/s, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
-                f"mean micro-batch {c['mean_batch']:.1f}. Cold start (new process, ONNX file cached): {cs}. "
+                f"mean micro-batch {c['mean_batch']:.1f}. Cold start (new process, ONNX file cached): {cs}.{first} "
                 f"Load average during the run: {', '.join(f'{x:.2f}' for x in lat['loadavg'])}.", ""]  # fmt: skip
     return "\n".join(out)
+
+
+def cold_text(cs: dict[str, Any]) -> str:
+    if "error" in cs:
+        return f"failed ({cs['error']})"
+    return (f"{cs['total_ms']:.0f} ms to the first decision (imports {cs['import_ms']:.0f} ms, model load "
+            f"{cs['model_load_ms']:.0f} ms, {cs['backend']})")  # fmt: skip
 
 
 def plot_confusions(confusions: dict[str, tuple[list[str], list[str], str]], out_dir: Path) -> list[str]:

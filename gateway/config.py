@@ -172,6 +172,7 @@ class RoutingOptions:
 _ROUTER_SETTINGS = {
     "threshold": ("threshold", float), "margin": ("margin", float), "sticky": ("sticky", bool),
     "switch_threshold": ("switch_threshold", float), "switch_margin": ("switch_margin", float),
+    "switch_lead": ("switch_lead", float),
     "use_bank": ("use_bank", bool), "bank_dir": ("bank_dir", str), "max_chars": ("max_chars", int),
     "session_ttl_seconds": ("session_ttl_s", float), "session_max_entries": ("session_max_entries", int),
 }  # fmt: skip

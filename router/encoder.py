@@ -491,6 +491,8 @@ class Encoder:
             loop = asyncio.get_running_loop()
             batcher = self._loops.get(id(loop))
             if batcher is None or batcher.loop is not loop:
+                for key in [k for k, b in self._loops.items() if b.loop.is_closed()]:
+                    del self._loops[key]
                 batcher = self._loops[id(loop)] = _Batcher(self, loop)
             vecs = await batcher.submit(missing)
             fresh = dict(zip(missing, vecs))

@@ -2,9 +2,10 @@
 
 A route (one configured `routing_preferences` entry) is represented by several unit vectors:
 
-* its description, each phrase of the description (split at commas, semicolons and "and"/"or"
-  between multi-word phrases, each also prefixed with the description's topic when it has one, as
-  in ``banking: transfers, balances``) and its humanised name;
+* its description, each phrase of the description (split at commas and semicolons, and at
+  "and"/"or" inside such a list or between two multi-word phrases; each phrase also prefixed with
+  the description's topic when it has one, as in ``banking: transfers, balances``) and its
+  humanised name;
 * the `examples:` the user configured (a Junction extension of Plano's schema);
 * the example requests of every bank category (`router/bank/*.yaml`) whose description matches the
   route's description best among all routes, above `bank_match_threshold`.
@@ -18,9 +19,9 @@ only coding route is about reviewing code) gets no route.
 Decision: the best route wins when its score is at least `threshold` and beats the runner-up (any
 class) by `margin`; otherwise there is no route and the caller uses the requested or default
 model. With `sticky`, a session that already has a route keeps it unless the new turn's best class
-scores at least `switch_threshold` and beats the current route's score by `switch_margin`; turns
-without genuine user text (the agent's tool loop, image-only turns) keep the session's route
-without encoding anything.
+scores at least `switch_threshold`, beats the current route's score by `switch_margin` and the
+runner-up by `switch_lead`; turns without genuine user text (the agent's tool loop, image-only
+turns) keep the session's route without encoding anything.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class RouterSettings:
     top_n: int = 3  # similarities averaged per route
     sticky: bool = True  # keep a session's route through follow-ups and tool loops
     switch_threshold: float | None = 0.40  # score a new class needs to take over (None: threshold)
-    switch_margin: float = 0.10  # lead over the current route's score needed to take over
+    switch_margin: float = 0.20  # lead over the current route's score needed to take over
+    switch_lead: float = 0.08  # ...and over the runner-up class (an unambiguous winner)
     use_bank: bool = True  # augment routes with matching bank categories
     bank_match_threshold: float = 0.50  # description <-> bank category similarity to attach it
     bank_unrouted: bool = True  # unclaimed bank categories compete as "no route" classes
@@ -392,7 +394,7 @@ def judge(classes: Sequence[str], n_routes: int, scores: np.ndarray, settings: R
         return fresh
     prev_score = float(scores[classes.index(previous)])
     switch_at = settings.threshold if settings.switch_threshold is None else settings.switch_threshold
-    if top >= switch_at and top - prev_score >= settings.switch_margin:
+    if top >= switch_at and top - prev_score >= settings.switch_margin and lead >= settings.switch_lead:
         return fresh  # confidently elsewhere: a new route, or no route (unrouted / ambiguous)
     return Verdict(previous, "sticky", best, prev_score, runner, lead)
 
@@ -417,7 +419,8 @@ class Router:
     # -- the index ------------------------------------------------------------------------------
     def _cache_key(self) -> tuple[int, str]:
         bank = load_bank(self.settings.bank_dir) if self.settings.use_bank else ()
-        return id(self.encoder), _fingerprint(self.preferences, self.settings, bank)
+        model = repr((getattr(self.encoder, "model_path", None), getattr(self.encoder, "max_tokens", None)))
+        return id(self.encoder), model + _fingerprint(self.preferences, self.settings, bank)
 
     def _adopt(self, key: tuple[int, str], index: RouteIndex) -> RouteIndex:
         with _INDEX_LOCK:

@@ -107,7 +107,8 @@ def test_encoding_never_blocks_the_event_loop(encoder):
 
     took, gaps = asyncio.run(scenario())
     assert took > 0.05  # long enough to matter
-    assert len(gaps) > 5 and gaps.max() < 0.05  # the loop kept ticking while the model ran
+    # The loop kept ticking while the model ran: a blocked loop would show one gap as long as `took`.
+    assert len(gaps) > 5 and gaps.max() < took / 3
 
 
 def test_torch_backend_agrees_with_onnx(encoder):
