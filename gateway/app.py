@@ -52,6 +52,17 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     return Boundary(app, config.limits.max_header_bytes, metrics, tracing)
 
 
+class MetricsEndpoint:
+    """`GET /metrics` as a plain ASGI app, so it can sit behind the auth layer."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body, content_type = self.metrics.exposition()
+        await Response(body, media_type=content_type)(scope, receive, send)
+
+
 async def _warm(router: Router) -> None:
     """Load the encoder and build the route vectors in the background (in worker threads), so
     the first routed request does not pay for it; requests before it finishes wait for it."""
@@ -72,9 +83,10 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     chain = llm_chain(config, pool, metrics, lifecycle, router, tracing)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+    # Open for scrapers by default; behind the gateway keys when the config asks for it.
+    metrics_endpoint: Any = MetricsEndpoint(metrics)
+    if config.metrics_require_key:
+        metrics_endpoint = Boundary(Auth(metrics_endpoint, config), config.limits.max_header_bytes)
 
 
     warming: list[asyncio.Task[None]] = []

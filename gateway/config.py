@@ -47,6 +47,7 @@ _PLANO_IGNORED = (
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
     "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
+    "metrics",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -228,6 +229,7 @@ class Config:
     drain_s: float = 30.0  # how long in-flight requests may finish after a stop signal
     routing: RoutingOptions = RoutingOptions()
     tracing: TracingOptions = TracingOptions()
+    metrics_require_key: bool = False  # /metrics needs a gateway key (otherwise open, for scrapers)
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
@@ -365,6 +367,13 @@ class _Builder:
         failover = self.failover()
         routing = self.routing()
         tracing = self.tracing()
+        metrics_raw = self.raw.get("metrics") or {}
+        metrics_require_key = False
+        if self.typed("metrics", metrics_raw, dict, "a mapping"):
+            self.unknown_keys("metrics.", metrics_raw, ("require_key",))
+            metrics_require_key = metrics_raw.get("require_key", False)
+            if not self.typed("metrics.require_key", metrics_require_key, bool, "true or false"):
+                metrics_require_key = False
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
@@ -398,6 +407,7 @@ class _Builder:
             drain_s=drain,
             routing=routing,
             tracing=tracing,
+            metrics_require_key=metrics_require_key,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),

@@ -97,6 +97,13 @@ def is_timeout(exc: httpx.HTTPError) -> bool:
     return isinstance(exc, httpx.TimeoutException)
 
 
+def _stale_connection(exc: httpx.HTTPError) -> bool:
+    """A reused keep-alive connection the server closed before answering anything."""
+    cause = exc.__cause__
+    return isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and \
+        not isinstance(cause, aiohttp.ClientConnectorError)
+
+
 def describe(exc: httpx.HTTPError) -> str:
     """A short cause for error messages, without URLs or hosts."""
     cause = exc.__cause__
@@ -116,7 +123,9 @@ class ClientPool:
         # timeout is only a backstop behind them.
         backstop = max(timeouts.first_byte, timeouts.idle) + 60
         self._timeout = httpx.Timeout(connect=timeouts.connect, read=backstop, write=60.0, pool=10.0)
-        self._limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=60)
+        # Idle connections are dropped after 4 s: many servers close theirs after 5 s, and a request
+        # written to a connection the server is closing at that instant fails for no good reason.
+        self._limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=4.0)
 
     def get(self, provider: Provider) -> httpx.AsyncClient:
         client = self._clients.get(provider.name)
@@ -268,7 +277,15 @@ class Upstream:
         chunks: AsyncIterator[bytes] | None = None
         try:
             async with asyncio.timeout(min(self.timeouts.first_byte, max(0.0, deadline - sent))):
-                response = await client.send(request, stream=True)
+                try:
+                    response = await client.send(request, stream=True)
+                except httpx.HTTPError as exc:
+                    if not _stale_connection(exc):
+                        raise
+                    # The pooled connection was closed by the server as the request went out: it
+                    # never reached the upstream. Once more on a fresh connection; not a failure.
+                    response = await client.send(client.build_request(
+                        "POST", url, content=call.upstream_body, headers=upstream_headers(call, provider)), stream=True)
                 streaming = call.stream and response.status_code < 400
                 if streaming:
                     # A stream counts as answered with its first bytes: until then, failing over

@@ -70,6 +70,8 @@ gateway_keys:
 limits:
   max_body_bytes: 65536
   max_messages: 50
+metrics:
+  require_key: true
 """
 
 
@@ -299,6 +301,12 @@ def test_anthropic_version_defaulted_when_client_sends_none(gateway: str, record
     body = {"model": "claude-mock", "max_tokens": 5, "messages": USER}
     assert httpx.post(f"{gateway}/v1/messages", json=body, headers={"x-api-key": KEY}).status_code == 200
     assert recorded()[0]["headers"]["anthropic-version"] == "2023-06-01"
+
+
+def test_metrics_can_require_a_gateway_key(gateway: str) -> None:
+    assert httpx.get(f"{gateway}/metrics").status_code == 401
+    protected = httpx.get(f"{gateway}/metrics", headers={"x-api-key": KEY})
+    assert protected.status_code == 200 and "junction_requests_total" in protected.text
 
 
 def test_key_model_allowlist_covers_names_and_aliases(gateway: str) -> None:

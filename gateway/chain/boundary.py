@@ -19,6 +19,7 @@ from models.providers import ApiStyle
 log = logging.getLogger("junction")
 
 ASGIApp = Any
+_NOT_LLM = ("models", "metrics")  # endpoints that are not LLM calls: no access log, no request metrics
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Scope = dict[str, Any]
 
@@ -34,6 +35,8 @@ def _endpoint(path: str) -> str:
         return "count_tokens"
     if path.endswith("/models"):
         return "models"
+    if path == "/metrics":
+        return "metrics"
     return "chat"
 
 
@@ -97,9 +100,9 @@ class Boundary:
         finally:
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
-                if call.endpoint != "models":
+                if call.endpoint not in _NOT_LLM:
                     self.metrics.record(call)
-            if call.endpoint != "models":
+            if call.endpoint not in _NOT_LLM:
                 log_access(call)
                 if self.tracing is not None:
                     self.tracing.record(call)
