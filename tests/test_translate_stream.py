@@ -776,7 +776,8 @@ def test_anthropic_error_event_to_openai_error_chunk() -> None:
     raw += aevent({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     out, stream = a2o(raw)
     rendered = deltas(out)
-    assert rendered[-1] == {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": None}}
+    # OpenAI clients get OpenAI's type for the status; the upstream's message is kept.
+    assert rendered[-1] == {"error": {"message": "Overloaded", "type": "api_error", "param": None, "code": None}}
     assert "[DONE]" not in rendered and stream.done
 
 
