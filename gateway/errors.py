@@ -18,7 +18,6 @@ class GatewayError(Exception):
 
     status = 500
     code: str | None = None
-    retryable = False
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -81,7 +80,6 @@ class UpstreamError(GatewayError):
 
     status = 502
     code = "upstream_error"
-    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):

@@ -88,6 +88,15 @@ def start_mock_upstream(env: dict[str, str] | None = None) -> Iterator[tuple[Ser
         yield proc, base_url
 
 
+def write_config(folder: Path, text: str) -> Path:
+    """`text` (indentation removed) as `folder/config.yaml`."""
+    import textwrap
+
+    path = folder / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
 def start_gateway(config: Path, env: dict[str, str] | None = None, *extra: str) -> tuple[ServerProcess, str]:
     """`junction serve` on a free loopback port with `config`: (process, base URL); use the
     process in a `with` block. `env` adds to the current environment."""

@@ -4,7 +4,6 @@ never a crash, always an error in the client's own protocol."""
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import Any, Iterator
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.procs import start_gateway
+from tests.procs import start_gateway, write_config
 
 KEY = "fuzz-key-0123456789"
 
@@ -54,8 +53,7 @@ body = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = tmp_path_factory.mktemp("fuzz") / "config.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config = write_config(tmp_path_factory.mktemp("fuzz"), f"""
         version: v0.4.0
         llm_providers:
           - model: mock/fuzz
@@ -65,7 +63,7 @@ def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
             base_url: {mock}
             provider_interface: anthropic
         gateway_keys: [{KEY}]
-    """))
+    """)
     proc, base = start_gateway(config, None, "--log-level", "error", "--no-access-log")
     with proc:
         yield base

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import free_port, start_gateway, start_process
+from tests.procs import free_port, start_gateway, start_process, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "gw-test-key-0123456789"
@@ -73,12 +72,6 @@ limits:
 metrics:
   require_key: true
 """
-
-
-def write_config(tmp: Path, text: str) -> Path:
-    path = tmp / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def serve(config: Path, env: dict[str, str] | None = None):

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import free_port, start_gateway
+from tests.procs import free_port, start_gateway, write_config
 
 USER = [{"role": "user", "content": "hello there"}]
 REPLY = "Mock reply to: hello there"
@@ -271,8 +271,7 @@ def test_r21_sigterm_drains_streams_then_interrupts_the_rest(mock: str, tmp_path
     import signal
     import threading
 
-    config = tmp_path_factory.mktemp("drain") / "config.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config = write_config(tmp_path_factory.mktemp("drain"), f"""
         version: v0.4.0
         llm_providers:
           - model: mock/short
@@ -284,7 +283,7 @@ def test_r21_sigterm_drains_streams_then_interrupts_the_rest(mock: str, tmp_path
             headers: {{x-mock-chunks: "60", x-mock-gap_ms: "200", x-mock-words: "60"}}
         shutdown:
           drain: 2s
-    """))
+    """)
     proc, base = start_gateway(config, None, "--log-level", "warning")
     results: dict[str, str] = {}
 
@@ -321,8 +320,7 @@ def test_r20_parallel_requests_per_key(mock: str, tmp_path_factory: pytest.TempP
     when streams end, also when the client disconnects."""
     import concurrent.futures
 
-    config = tmp_path_factory.mktemp("parallel") / "config.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config = write_config(tmp_path_factory.mktemp("parallel"), f"""
         version: v0.4.0
         llm_providers:
           - model: mock/slowstream
@@ -330,7 +328,7 @@ def test_r20_parallel_requests_per_key(mock: str, tmp_path_factory: pytest.TempP
             headers: {{x-mock-chunks: "4", x-mock-gap_ms: "300"}}
         gateway_keys:
           - {{name: two, key: two-at-a-time-key, max_parallel: 2}}
-    """))
+    """)
     proc, base = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
 
     def stream() -> tuple[int, str]:
@@ -418,8 +416,7 @@ def test_r18_token_limit_reserves_before_the_call(mock: str, tmp_path_factory: p
     window empty), the others are refused at once with 429 and nothing is sent upstream for them."""
     import concurrent.futures
 
-    config = tmp_path_factory.mktemp("tpm") / "config.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config = write_config(tmp_path_factory.mktemp("tpm"), f"""
         version: v0.4.0
         llm_providers:
           - model: mock/metered
@@ -427,7 +424,7 @@ def test_r18_token_limit_reserves_before_the_call(mock: str, tmp_path_factory: p
             headers: {{x-mock-delay_ms: "300"}}
         gateway_keys:
           - {{name: small, key: small-tpm-key-123, tpm: 100}}
-    """))
+    """)
     proc, base = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
     text = " ".join(["tokens"] * 140)
 
