@@ -4,18 +4,35 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install bench-overhead bench-routing bench-soak clean claude-code
+.PHONY: run test install lock bench-overhead bench-routing bench-soak bench-key-flood bench-hol clean claude-code
 
-# The router needs PyTorch; a bare `torch` requirement would pull the multi-GB CUDA build, so the
-# CPU build is installed first (override e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu").
-TORCH_SPEC ?= torch==2.13.0
+# Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
+# with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
+# (requirements/constraints.txt), so nothing pulls the multi-GB CUDA build. The project itself goes in last,
+# without dependencies and without build isolation (which would fetch setuptools unchecked).
+LOCK := requirements/dev.lock
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install --require-hashes -r $(LOCK)
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve the lock after changing dependencies in pyproject.toml. pip-tools runs from its own venv (.venv-lock),
+# never the project's. Existing pins are kept where they still fit: `make lock LOCK_ARGS=--upgrade` moves everything
+# to the newest releases, `LOCK_ARGS="--upgrade-package NAME"` one package. --all-build-deps and --allow-unsafe put
+# the build backend (setuptools) in the lock; the lock names no index or find-links: pip's own configuration says
+# where to look, the hashes say what to accept. tests/test_supply_chain.py checks the result (known-bad releases,
+# pins, hashes, agreement with pyproject.toml).
+LOCK_VENV ?= .venv-lock
+PIP_TOOLS ?= pip-tools==7.6.2
+LOCK_ARGS ?=
+lock:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet $(PIP_TOOLS)
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+		--extra dev --all-build-deps --allow-unsafe --strip-extras --no-emit-find-links --no-emit-index-url \
+		-c requirements/constraints.txt -o $(LOCK) $(LOCK_ARGS) pyproject.toml
 
 install: $(VENV)/.installed
 
@@ -36,7 +53,7 @@ bench-routing: install
 	$(PY) benchmarks/routing_accuracy.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache build *.egg-info
 
 # The pinned Claude Code CLI for tests/test_claude_code.py (reinstalled only when tests/e2e/package*.json change);
 # a no-op when node/npm are absent, and those tests are then skipped.
@@ -56,3 +73,13 @@ claude-code:
 # FDs and upstream sockets against their targets (about 11 minutes). `make bench-soak BENCH_ARGS=--quick`: 1.5 min.
 bench-soak: install
 	$(PY) benchmarks/soak.py $(BENCH_ARGS)
+
+# Head-of-line (scenario R24): small streams' time to first token with and without a background load of ~100k-token
+# requests, in interleaved windows, and the event-loop lag gauge (about 3 minutes; BENCH_ARGS=--quick about 1).
+bench-hol: install
+	$(PY) benchmarks/head_of_line.py $(BENCH_ARGS)
+
+# Key flood (security scenario S2): 10,000 wrong gateway keys at c=64 must all get a 401 in the client's protocol,
+# with nothing sent upstream; latency, gateway CPU per 1,000 rejections, RSS (about 10 s).
+bench-key-flood: install
+	$(PY) benchmarks/key_flood.py $(BENCH_ARGS)

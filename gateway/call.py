@@ -42,6 +42,8 @@ class Call:
     ttft_ms: float | None = None  # first body byte of a stream
     input_tokens: int | None = None  # as reported by the upstream
     output_tokens: int | None = None
+    streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
+    usage_estimated: bool = False  # output_tokens estimated from streamed_chars, not reported
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -52,6 +54,13 @@ class Call:
             self.input_tokens = tokens[0]
         if tokens[1] is not None:
             self.output_tokens = tokens[1]
+
+    def estimate_cut_usage(self) -> None:
+        """A stream that ended without a usage report (client gone, upstream died) is still
+        accounted: about 4 characters a token for what it had produced."""
+        if self.output_tokens is None and self.streamed_chars:
+            self.output_tokens = -(-self.streamed_chars // 4)
+            self.usage_estimated = True
 
     def debug_headers(self) -> list[tuple[bytes, bytes]]:
         """The x-junction-* headers every response carries (streams included)."""

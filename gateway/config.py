@@ -47,11 +47,12 @@ _PLANO_IGNORED = (
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
     "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
-    "metrics",
+    "metrics", "access_log",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
-    "passthrough_auth", "http_host", "routing_preferences", "fallbacks", "anthropic_betas",
+    "passthrough_auth", "http_host", "routing_preferences", "fallbacks", "anthropic_betas", "pricing",
+    "tls_ca_file",
 )  # fmt: skip
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -63,6 +64,19 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """USD per million tokens (the unit providers publish); used for key budgets and
+    `selection_policy: {prefer: cheapest}`."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        # Cached input is charged at the full input rate: a budget errs on the safe side.
+        return (input_tokens * self.input + output_tokens * self.output) / 1e6
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,10 @@ class Provider:
     # Which client `anthropic-beta` values reach this (Anthropic-style) upstream: None = all, as
     # native Anthropic needs; a set = only those (third parties reject betas they do not know).
     anthropic_betas: frozenset[str] | None = None
+    pricing: Pricing | None = None
+    # PEM bundle of the CA(s) trusted for this upstream *instead of* the default store (a private
+    # CA). Certificates are always verified: deliberately, there is no option to turn that off.
+    tls_ca_file: str | None = None
 
     @property
     def api(self) -> ApiStyle:
@@ -109,12 +127,25 @@ class Provider:
         )
 
 
+SELECTION_PREFER = ("none", "cheapest", "fastest", "weighted", "least_busy")
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """A route's `selection_policy`: how its models are ordered (gateway/selection.py).
+    `weighted` and `least_busy` are Junction extensions of Plano's none/cheapest/fastest."""
+
+    prefer: str = "none"
+    weights: tuple[float, ...] = ()  # `weighted` only: one per model of the route, in order
+
+
 @dataclass(frozen=True)
 class RoutingPreference:
     name: str
     description: str
     models: tuple[Provider, ...]
     examples: tuple[str, ...] = ()
+    selection_policy: SelectionPolicy = SelectionPolicy()
 
 
 @dataclass(frozen=True)
@@ -133,6 +164,8 @@ class GatewayKey:
     rpm: int | None = None  # requests per minute (None: unlimited)
     max_parallel: int | None = None  # requests in flight at once (None: unlimited)
     tpm: int | None = None  # tokens per minute, input + output (None: unlimited)
+    budget_usd: float | None = None  # spend limit, priced by the models' `pricing` (None: unlimited)
+    budget_window_s: float | None = None  # the budget renews every window (UTC-aligned); None: never
 
     def allows(self, provider: "Provider") -> bool:
         return self.models is None or provider.model in self.models
@@ -195,6 +228,15 @@ class TracingOptions:
 
 
 @dataclass(frozen=True)
+class AccessLog:
+    """The `access_log:` section. Prompts are never logged unless `prompts: true`, and then not
+    for a request that sends `x-junction-no-log: true`."""
+
+    prompts: bool = False
+    prompt_max_chars: int = 4000
+
+
+@dataclass(frozen=True)
 class _Shutdown:
     drain: float = 30.0
 
@@ -230,6 +272,7 @@ class Config:
     routing: RoutingOptions = RoutingOptions()
     tracing: TracingOptions = TracingOptions()
     metrics_require_key: bool = False  # /metrics needs a gateway key (otherwise open, for scrapers)
+    access_log: AccessLog = AccessLog()
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
@@ -374,9 +417,16 @@ class _Builder:
             metrics_require_key = metrics_raw.get("require_key", False)
             if not self.typed("metrics.require_key", metrics_require_key, bool, "true or false"):
                 metrics_require_key = False
+        access_log = self.access_log()
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
+        for i, key in enumerate(keys):
+            if key.budget_usd is not None:
+                unpriced = [p.model for p in providers if key.allows(p) and p.pricing is None]
+                if unpriced:
+                    self.error(f"gateway_keys[{i}].budget_usd", "a budget needs pricing: {input, output} on every "
+                               f"model the key may use; missing for {', '.join(unpriced)}")  # fmt: skip
         defaults = [p for p in providers if p.default]
         if len(defaults) > 1:
             self.error("llm_providers", "at most one provider may have default: true "
@@ -408,6 +458,7 @@ class _Builder:
             routing=routing,
             tracing=tracing,
             metrics_require_key=metrics_require_key,
+            access_log=access_log,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             warnings=tuple(self.warnings),
@@ -483,6 +534,9 @@ class _Builder:
                 headers = {k: v for k, v in headers.items() if k.lower() != str(name).lower()}
                 headers[str(name)] = value
 
+        tls_ca_file, unset = self.tls_ca_file(f"{path}.tls_ca_file", item.get("tls_ca_file"))
+        missing += unset
+
         for var in dict.fromkeys(missing):
             self.warnings.append(f"{path}: environment variable {var} is not set; "
                                  f"'{model}' is unavailable until it is")  # fmt: skip
@@ -507,6 +561,7 @@ class _Builder:
         if spec.needs_base_url and not base_url:
             self.error(f"{path}.base_url", f"required for provider '{prefix}'")
             return None
+        pricing = self.pricing(f"{path}.pricing", item.get("pricing"))
         return Provider(
             name=name,
             model=model,
@@ -523,7 +578,47 @@ class _Builder:
             wildcard=wildcard,
             quirks=quirks_for(spec, base_url, model_id),
             anthropic_betas=frozenset(betas) if betas is not None else None,
+            pricing=pricing,
+            tls_ca_file=tls_ca_file,
         )
+
+    def pricing(self, path: str, raw: Any) -> Pricing | None:
+        """`pricing: {input: 0.27, output: 1.10}` in USD per million tokens."""
+        if raw is None or not self.typed(path, raw, dict, "a mapping {input, output}"):
+            return None
+        self.unknown_keys(f"{path}.", raw, ("input", "output"))
+        values: dict[str, float] = {}
+        for name in ("input", "output"):
+            value = raw.get(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                self.error(f"{path}.{name}", f"expected USD per million tokens (a number >= 0), got {value!r}")
+                return None
+            values[name] = float(value)
+        return Pricing(**values)
+
+    def tls_ca_file(self, path: str, raw: Any) -> tuple[str | None, list[str]]:
+        """`tls_ca_file:` a readable PEM CA bundle (relative paths from the config's folder), checked
+        now so a typo fails at load time rather than on the first request. Returns (path, unset vars)."""
+        if raw is None or not self.typed(path, raw, str, "a path to a PEM CA bundle"):
+            return None, []
+        value, unset = self.expand(raw)
+        if unset:
+            return None, unset  # the provider is unavailable until the variable is set, like a key
+        file = Path(value).expanduser()
+        if not file.is_absolute() and Path(self.source).is_file():
+            file = Path(self.source).resolve().parent / file
+        import ssl  # only needed for this check
+
+        try:
+            ssl.create_default_context(cafile=str(file))
+        except FileNotFoundError:
+            self.error(path, f"file not found: {file}")
+        except OSError as exc:  # also ssl.SSLError: a file without any PEM certificate
+            reason = "not a PEM CA bundle" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+            self.error(path, f"cannot use {file} as a CA bundle: {reason}")
+        else:
+            return str(file), []
+        return None, []
 
     def spec(self, path: str, prefix: str, interface: Any, base_url: str | None) -> ProviderSpec | None:
         builtin = CATALOG.get(prefix)
@@ -649,11 +744,49 @@ class _Builder:
             if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
                 self.error(f"{path}.examples", "expected a list of strings")
                 examples = []
-            if "selection_policy" in item:
-                self.warnings.append(f"{path}.selection_policy: accepted but not used by Junction")
+            policy = self.selection_policy(f"{path}.selection_policy", item.get("selection_policy"), resolved)
             if all(resolved):
-                result.append(RoutingPreference(name, description.strip(), tuple(resolved), tuple(examples)))  # type: ignore[arg-type]
+                result.append(RoutingPreference(name, description.strip(), tuple(resolved), tuple(examples),  # type: ignore[arg-type]
+                                                policy))  # fmt: skip
         return result
+
+    def selection_policy(self, path: str, raw: Any, models: list[Provider | None]) -> SelectionPolicy:
+        """`selection_policy: {prefer: none|cheapest|fastest|weighted|least_busy, weights: [...]}`."""
+        if raw is None or not self.typed(path, raw, dict, "a mapping {prefer, weights}"):
+            return SelectionPolicy()
+        self.unknown_keys(f"{path}.", raw, ("prefer", "weights"))
+        prefer = raw.get("prefer", "none")
+        if prefer not in SELECTION_PREFER:
+            self.error(f"{path}.prefer", f"unknown value {prefer!r} (expected one of {', '.join(SELECTION_PREFER)})")
+            return SelectionPolicy()
+        raw_weights = raw.get("weights")
+        if prefer != "weighted":
+            if raw_weights is not None:
+                self.warnings.append(f"{path}.weights: ignored unless prefer is weighted")
+            if prefer == "cheapest":
+                known = [m for m in models if m is not None]
+                unpriced = [m.model for m in known if m.pricing is None]
+                if known and len(unpriced) == len(known):
+                    self.warnings.append(f"{path}.prefer: cheapest, but no model of this route has `pricing:`; "
+                                         "they are tried in configured order")  # fmt: skip
+                elif unpriced:
+                    self.warnings.append(f"{path}.prefer: cheapest; models without `pricing:` rank last: "
+                                         f"{', '.join(unpriced)}")  # fmt: skip
+            return SelectionPolicy(prefer)
+        if not isinstance(raw_weights, list) or not raw_weights:
+            self.error(f"{path}.weights", "required with prefer: weighted: a list of positive numbers, one per model")
+            return SelectionPolicy()
+        if len(raw_weights) != len(models):
+            self.error(f"{path}.weights", f"expected one weight per model of the route ({len(models)}), "
+                                          f"got {len(raw_weights)}")  # fmt: skip
+            return SelectionPolicy()
+        weights: list[float] = []
+        for j, weight in enumerate(raw_weights):
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 < weight < float("inf"):
+                self.error(f"{path}.weights[{j}]", f"expected a positive number, got {weight!r}")
+                return SelectionPolicy()
+            weights.append(float(weight))
+        return SelectionPolicy("weighted", tuple(weights))
 
     def listeners(self) -> list[Listener]:
         raw = self.raw.get("listeners")
@@ -698,7 +831,8 @@ class _Builder:
                 item = {"key": item}
             if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
                 continue
-            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel", "tpm"))
+            self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel", "tpm",
+                                                 "budget_usd", "budget_window"))  # fmt: skip
             name = str(item.get("name", f"key{i}"))
             if ("key" in item) == ("sha256" in item):
                 self.error(path, "give exactly one of key or sha256")
@@ -727,7 +861,17 @@ class _Builder:
                     self.error(f"{path}.{field_name}", f"expected a whole number >= 1, got {number!r}")
                     number = None
                 limits[field_name] = number
-            keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, **limits))
+            budget = item.get("budget_usd")
+            if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
+                self.error(f"{path}.budget_usd", f"expected a positive amount of US dollars, got {budget!r}")
+                budget = None
+            window = item.get("budget_window")
+            window_s = parse_duration(f"{path}.budget_window", window, self) if window is not None else None
+            if window is not None and budget is None:
+                self.error(f"{path}.budget_window", "only meaningful with budget_usd")
+            keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, **limits,
+                                   budget_usd=float(budget) if budget is not None else None,
+                                   budget_window_s=window_s))  # fmt: skip
         if not keys:
             self.warnings.append("gateway_keys: no usable key; every request will be refused")
         return keys, True
@@ -746,6 +890,20 @@ class _Builder:
                 continue
             values[item.name] = value
         return Limits(**values)
+
+    def access_log(self) -> AccessLog:
+        raw = self.raw.get("access_log") or {}
+        if not self.typed("access_log", raw, dict, "a mapping"):
+            return AccessLog()
+        self.unknown_keys("access_log.", raw, ("prompts", "prompt_max_chars"))
+        prompts = raw.get("prompts", False)
+        if not self.typed("access_log.prompts", prompts, bool, "true or false"):
+            prompts = False
+        chars = raw.get("prompt_max_chars", AccessLog.prompt_max_chars)
+        if not isinstance(chars, int) or isinstance(chars, bool) or chars < 1:
+            self.error("access_log.prompt_max_chars", f"expected a whole number >= 1, got {chars!r}")
+            chars = AccessLog.prompt_max_chars
+        return AccessLog(prompts, chars)
 
     def tracing(self) -> TracingOptions:
         raw = self.raw.get("tracing") or {}

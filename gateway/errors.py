@@ -82,6 +82,16 @@ class UpstreamError(GatewayError):
     code = "upstream_error"
 
 
+class UpstreamAuthError(UpstreamError):
+    """The provider refused the gateway's own credentials (its 401/403 is not the client's)."""
+
+    code = "upstream_auth_failed"
+
+    def __init__(self, message: str) -> None:
+        # Retrying cannot fix a provider key: tell the SDKs not to.
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"

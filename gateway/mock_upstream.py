@@ -17,9 +17,13 @@ parameters (the header wins), so one process serves every scenario:
   stall_after  chunks sent before a stall/close fault (default 2)
   reply        the exact reply text
   words        reply with N words "w1 w2 ..." (fixed-size bodies for benchmarks)
+  chunk_bytes  reply with `chunks` pieces of N bytes of filler each (a big, fast stream: chunks=4096,
+               chunk_bytes=16384 streams 64 MiB; the pieces share one string, no word splitting)
 
 Control endpoints live under /_mock/: health, requests (GET lists, DELETE clears), stats, and
-script (POST queues verbatim responses, DELETE clears the queue).
+script (POST queues verbatim responses, DELETE clears the queue). `stats` counts requests received,
+completed, aborted and open, and `stream_bytes`: body bytes of streamed answers the server has
+accepted, which stops growing while a client does not read (backpressure).
 """
 
 from __future__ import annotations
@@ -194,10 +198,16 @@ def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: b
     result = tool_result_text(last)
     user_text = next((text_of(m.get("content")) for m in reversed(messages)
                       if isinstance(m, dict) and m.get("role") == "user"), "")  # fmt: skip
+    chunks = int(knob_number(knobs, "chunks"))
+    filler = ""
     if "reply" in knobs:
         text = knobs["reply"]
     elif "words" in knobs:
         text = " ".join(f"w{i}" for i in range(1, int(knob_number(knobs, "words")) + 1))
+    elif "chunk_bytes" in knobs:
+        size = max(1, int(knob_number(knobs, "chunk_bytes")))
+        filler = ("0123456789abcdef" * (size // 16 + 1))[:size]  # no whitespace: counted as one word
+        text = filler * max(1, chunks)
     elif result is not None:
         text = f"Tool result received: {result[:200]}"
     else:
@@ -214,9 +224,10 @@ def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: b
             call_id = f"toolu_mock{n}" if anthropic else f"call_mock{n}"
             tool = ToolCall(call_id, name, orjson.dumps(sample_arguments(schema)).decode())
 
-    chunks = int(knob_number(knobs, "chunks"))
     if tool:
         pieces = split_even(tool.arguments, max(2, chunks))  # always >= 2 fragments when possible
+    elif filler:
+        pieces = [filler] * max(1, chunks)  # one shared string rather than `chunks` slices of the text
     elif chunks > 0:
         pieces = split_even(text, chunks)
     else:
@@ -438,7 +449,7 @@ class Mock:
 
     def __init__(self) -> None:
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
-        self.stats = {"received": 0, "completed": 0, "aborted": 0, "open": 0}
+        self.stats = {"received": 0, "completed": 0, "aborted": 0, "open": 0, "stream_bytes": 0}
         self.script: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
 
@@ -521,6 +532,7 @@ class Mock:
             steps = [style.open(reply) + style.delta(reply, reply.pieces[0]),
                      *(style.delta(reply, p) for p in reply.pieces[1:]), style.close(reply)]  # fmt: skip
             headers = SSE_HEADERS + headers
+            send = self._counted(send)
         elif fault in ("stall", "close"):
             whole = orjson.dumps(style.complete(reply))
             steps = [whole[: len(whole) // 2], whole[len(whole) // 2 :]]
@@ -531,6 +543,16 @@ class Mock:
         cut = min(stall_after, len(steps) - 1) if fault in ("stall", "close") else None  # never the terminator
         await send_steps(send, client, 200, headers, steps, ttft_ms=knob_number(knobs, "ttft_ms"),
                          gap_ms=knob_number(knobs, "gap_ms"), cut_after=cut, stall=fault == "stall")  # fmt: skip
+
+    def _counted(self, send: Send) -> Send:
+        """`send`, adding the body bytes the server accepted to `stream_bytes`. The server's send
+        waits while the client is not reading, so the counter shows how far streams really got."""
+
+        async def counted(message: Message) -> None:
+            await send(message)
+            self.stats["stream_bytes"] += len(message.get("body", b""))
+
+        return counted
 
     @staticmethod
     def _models() -> dict[str, Any]:
@@ -597,12 +619,16 @@ def build_app() -> ASGIApp:
     return Mock()
 
 
-def run(host: str = "127.0.0.1", port: int = 9100, log_level: str = "warning") -> None:
+def run(host: str = "127.0.0.1", port: int = 9100, log_level: str = "warning", certfile: str | None = None,
+        keyfile: str | None = None) -> None:  # fmt: skip
+    """Serve plain HTTP, or HTTPS when `certfile` (and `keyfile`, unless the key is in the same PEM) is given:
+    tests use that to stand in for an upstream whose certificate the gateway must verify."""
     import uvicorn
 
     # A short graceful-shutdown timeout: hung requests (fault=hang) would otherwise block exit.
     uvicorn.run(build_app(), host=host, port=port, log_level=log_level, loop="auto", http="auto",
-                access_log=False, lifespan="off", timeout_graceful_shutdown=2)  # fmt: skip
+                access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+                ssl_certfile=certfile, ssl_keyfile=keyfile)  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -610,5 +636,9 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS instead of HTTP")
+    parser.add_argument("--keyfile", help="PEM private key for --certfile (if not inside it)")
     cli = parser.parse_args()
-    run(cli.host, cli.port, cli.log_level)
+    if cli.keyfile and not cli.certfile:
+        parser.error("--keyfile needs --certfile")
+    run(cli.host, cli.port, cli.log_level, certfile=cli.certfile, keyfile=cli.keyfile)

@@ -7,8 +7,10 @@ prompt text. The access log is one JSON object per request, without prompt text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import orjson
@@ -20,6 +22,12 @@ from gateway.call import Call
 access_log = logging.getLogger("junction.access")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+# Event-loop lag: a timer of LAG_INTERVAL seconds is set again and again and how late it fires is
+# the lag (5 wake-ups a second: negligible cost). The gauge shows the largest of the last
+# LAG_SAMPLES, i.e. the worst stall of the last 10 s, so a 10-15 s scrape interval misses none.
+LAG_INTERVAL = 0.2
+LAG_SAMPLES = 50
 
 
 class Metrics:
@@ -47,8 +55,43 @@ class Metrics:
         self.route_latency = Histogram("junction_router_decision_seconds", "Time to decide a route",
                                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2, 10),
                                        registry=r)  # fmt: skip
+        # An alert signal: a provider refusing the gateway's key needs an operator, not a retry.
+        self.upstream_auth_failures = Counter("junction_upstream_auth_failures",
+                                              "Upstream 401/403 answers to the gateway's own credentials",
+                                              ("model", "status"), registry=r)  # fmt: skip
+        self.spend = Counter("junction_key_spend_usd", "Spend per gateway key, priced by the models' pricing",
+                             ("key",), registry=r)  # fmt: skip
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
                                    ("model",), registry=r)  # fmt: skip
+        self.loop_lag = Gauge("junction_event_loop_lag_seconds",
+                              f"Largest event-loop lag over the last {LAG_INTERVAL * LAG_SAMPLES:g} s "
+                              f"(how late a {LAG_INTERVAL:g} s timer fired)", registry=r)  # fmt: skip
+        self._lag_task: asyncio.Task[None] | None = None
+        self._lag_users = 0
+
+    def watch_loop(self) -> None:
+        """Start the lag monitor on the running loop (once). Metrics outlive config reloads, so
+        each app that starts takes a reference and `unwatch_loop` stops the monitor with the last."""
+        self._lag_users += 1
+        task = self._lag_task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._lag_task = asyncio.create_task(self._measure_lag(), name="junction-loop-lag")
+
+    def unwatch_loop(self) -> None:
+        self._lag_users = max(0, self._lag_users - 1)
+        if self._lag_users == 0 and self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
+
+    async def _measure_lag(self) -> None:
+        recent: deque[float] = deque(maxlen=LAG_SAMPLES)
+        while True:
+            # perf_counter, not loop.time(): uvloop's clock is cached per loop iteration and would
+            # not see a callback that blocks within the iteration that wakes us.
+            started = time.perf_counter()
+            await asyncio.sleep(LAG_INTERVAL)
+            recent.append(max(0.0, time.perf_counter() - started - LAG_INTERVAL))
+            self.loop_lag.set(max(recent))
 
     def record(self, call: Call) -> None:
         model = call.provider.model if call.provider else "none"
@@ -74,7 +117,23 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def log_access(call: Call) -> None:
+NO_LOG_HEADER = "x-junction-no-log"
+
+
+def prompt_text(call: Call, max_chars: int) -> str | None:
+    """The request's system prompt and latest messages as JSON, cut at `max_chars`; None when the
+    client asked for this request not to be logged."""
+    if call.body is None or call.headers.get(NO_LOG_HEADER, "").strip().lower() in ("1", "true", "yes"):
+        return None
+    messages = call.body.get("messages")
+    # Only the tail: enough for the latest turns, and bounded work however long the conversation.
+    tail = messages[-8:] if isinstance(messages, list) else messages
+    text = orjson.dumps({"system": call.body.get("system"), "messages": tail}, default=str).decode()
+    return text if len(text) <= max_chars else text[:max_chars] + "…"
+
+
+def log_access(call: Call, prompt_chars: int = 0) -> None:
+    """One JSON line per LLM request; the prompt only when `prompt_chars` (access_log.prompts)."""
     if not access_log.isEnabledFor(logging.INFO):
         return
     record: dict[str, Any] = {
@@ -96,4 +155,10 @@ def log_access(call: Call) -> None:
         "duration_ms": round(call.elapsed_ms(), 2),
         "client_gone": call.client_gone,
     }
+    if call.usage_estimated:
+        record["usage_estimated"] = True  # output_tokens from the text streamed before the cut
+    if prompt_chars:
+        record["prompt"] = prompt_text(call, prompt_chars)
+        if record["prompt"] is None:
+            record["prompt_withheld"] = "x-junction-no-log"
     access_log.info(orjson.dumps(record).decode())

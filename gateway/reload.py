@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from gateway import redact
 from gateway.app import build_app
+from gateway.chain.quota import Ledgers
 from gateway.config import Config, ConfigError, load
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics
@@ -30,7 +31,8 @@ class Reloadable:
         self.path = path
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()  # counters survive reloads
-        self.current: Starlette = build_app(config, self.lifecycle, self.metrics)
+        self.ledgers = Ledgers()  # and so do per-key limits and spend
+        self.current: Starlette = build_app(config, self.lifecycle, self.metrics, self.ledgers)
         self._retired: set[asyncio.Task[None]] = set()
 
     @property
@@ -67,7 +69,7 @@ class Reloadable:
             log.error("config reload refused, the previous config keeps serving: %s", "; ".join(exc.problems))
             return False
         redact.install(redact.Redactor(config.secrets()))
-        new = build_app(config, self.lifecycle, self.metrics)
+        new = build_app(config, self.lifecycle, self.metrics, self.ledgers)
         await new.state.start()
         old, self.current = self.current, new
         log.info("config reloaded from %s: %d providers", self.path, len(config.providers))

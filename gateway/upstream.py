@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
+import ssl
 import time
 from typing import Any, AsyncIterator
 
@@ -23,10 +25,13 @@ from gateway.call import Call, get_call
 from gateway.chain.translate import upstream_request
 from gateway.config import Config, Provider, Timeouts
 from gateway.cooldown import Health
-from gateway.errors import GatewayError, ProviderUnavailable, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, ProviderUnavailable, UpstreamAuthError, UpstreamError, UpstreamTimeout
 from gateway.observe import Metrics
+from gateway.selection import STATS as SELECTION
 from models.providers import ANTHROPIC_VERSION, ApiStyle, AuthStyle
 from models.usage import usage_of
+
+log = logging.getLogger("junction")
 
 # Client headers that may travel upstream; everything else (cookies, the gateway key, the client's
 # User-Agent and Accept-Encoding) stays here.
@@ -104,9 +109,22 @@ def _stale_connection(exc: httpx.HTTPError) -> bool:
         not isinstance(cause, aiohttp.ClientConnectorError)
 
 
+# OpenSSL verify codes worth naming; any other certificate failure reads as an untrusted issuer.
+_CERT_PROBLEMS = {9: "certificate not yet valid", 10: "certificate expired",
+                  62: "certificate does not match the upstream's host name",
+                  64: "certificate does not match the upstream's IP address"}  # fmt: skip
+
+
 def describe(exc: httpx.HTTPError) -> str:
     """A short cause for error messages, without URLs or hosts."""
     cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorCertificateError):
+        # Never OpenSSL's own message: it names the host.
+        code = getattr(cause.certificate_error, "verify_code", None)
+        problem = _CERT_PROBLEMS.get(code) or "self-signed or unknown CA; set tls_ca_file to trust a private CA"
+        return f"TLS certificate verification failed ({problem})"
+    if isinstance(cause, aiohttp.ClientConnectorSSLError):
+        return "TLS handshake failed (is the upstream really serving HTTPS?)"
     if isinstance(cause, aiohttp.ClientConnectorError):
         return "connection refused or host unreachable"
     if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
@@ -114,11 +132,23 @@ def describe(exc: httpx.HTTPError) -> str:
     return type(cause or exc).__name__
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS settings for an upstream: the certificate chain and host name are always verified, and
+    nothing (config, header, body field, query) turns that off. `ca_file` (a provider's
+    `tls_ca_file`) replaces the default store: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else httpx.create_ssl_context()
+    # Already the defaults of both; set again so no change of default can ever weaken them.
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    return context
+
+
 class ClientPool:
     """One pooled `httpx.AsyncClient` per provider, created on first use, closed on shutdown."""
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._tls: dict[str | None, ssl.SSLContext] = {}  # by CA file: loading a CA bundle takes ms
         # First-byte, idle and total deadlines are enforced by the retry loop itself; httpx's read
         # timeout is only a backstop behind them.
         backstop = max(timeouts.first_byte, timeouts.idle) + 60
@@ -132,7 +162,13 @@ class ClientPool:
         if client is None:
             # httpx's API over aiohttp's connection pool: about half the per-request cost of
             # httpcore's pool at the same behaviour (benchmarks/overhead.py).
-            transport = AiohttpTransport(limits=self._limits)
+            # The pool is keyed by provider name, so a provider's tls_ca_file applies to its client only.
+            if provider.tls_ca_file not in self._tls:
+                try:
+                    self._tls[provider.tls_ca_file] = tls_context(provider.tls_ca_file)
+                except OSError:  # checked at config load; removed or garbled since
+                    raise UpstreamError(f"upstream '{provider.model}': its tls_ca_file could not be loaded") from None
+            transport = AiohttpTransport(verify=self._tls[provider.tls_ca_file], limits=self._limits)
             client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits, follow_redirects=False,
                                        transport=transport)  # fmt: skip
             self._clients[provider.name] = client
@@ -262,6 +298,11 @@ class Upstream:
         await send({"type": "http.response.body", "body": body})
 
     async def _attempt(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
+        """`_attempt_once`, counted as in flight on its model for `selection_policy: least_busy`."""
+        with SELECTION.busy(provider.model):
+            await self._attempt_once(call, provider, send, final, deadline)
+
+    async def _attempt_once(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
         """One upstream request. Raises `_Failed` (nothing sent yet) or relays the answer."""
         call.attempts += 1
         url = provider.url if call.endpoint == "chat" else provider.endpoint_url("/count_tokens")
@@ -298,6 +339,34 @@ class Upstream:
             raise error if final else _Failed(error) from None
         call.upstream_ms = (time.perf_counter() - sent) * 1000
         status = response.status_code
+        if status in (401, 403) and not provider.passthrough_auth:
+            # The provider refused the gateway's own key: an operator problem, not the client's.
+            # Another model (another key) may work; this one is not retried and the client only
+            # learns that the upstream refused the gateway (the body may echo the key).
+            said = b""
+            with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                async with asyncio.timeout(5):
+                    said = await response.aread()
+            await response.aclose()
+            # The operator needs the provider's words (e.g. Kimi's coding-agent gate); the log's
+            # redaction filter masks a key the provider may have echoed.
+            log.warning("upstream '%s' refused the gateway's credentials (HTTP %d); check its access_key and "
+                        "headers. It said: %s", provider.model, status,
+                        said[:500].decode("utf-8", errors="replace"))  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.upstream_auth_failures.labels(provider.model, str(status)).inc()
+            self._failed(provider)
+            error = UpstreamAuthError(f"the upstream provider for model '{provider.model}' refused the gateway's "
+                                      "credentials; the gateway operator must check its configuration")  # fmt: skip
+            raise error if final else _Failed(error)
+        if 300 <= status < 400:
+            # Never followed (a redirect could send the request, and its key, anywhere) and no
+            # API answers with one: a misconfigured upstream, so the next candidate is tried.
+            await response.aclose()
+            self._failed(provider)
+            error = UpstreamError(f"upstream '{provider.model}' answered with a redirect (HTTP {status}), "
+                                  "which the gateway does not follow; check its base_url")  # fmt: skip
+            raise error if final else _Failed(error)
         if status in RETRYABLE and not final:
             retry_after = retry_after_seconds(response)
             answer = None
@@ -313,6 +382,8 @@ class Upstream:
             self._failed(provider, retry_after_seconds(response) if status == 429 else None)
         else:
             self.health.success(provider.model)
+            if status < 400:  # time to first byte of a good answer feeds `prefer: fastest`
+                SELECTION.observe(provider.model, call.upstream_ms)
         try:
             start = {"type": "http.response.start", "status": status, "headers": relay_headers(response)}
             if chunks is not None:
@@ -339,14 +410,24 @@ class Upstream:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         loop = asyncio.get_running_loop()
         offset = loop.time() - time.perf_counter()  # deadline is on the perf_counter clock
-        async with asyncio.timeout(None) as timer:
-            while True:
-                timer.reschedule(min(loop.time() + self.timeouts.idle, deadline + offset))
-                chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        writing = False
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    # One idle limit for both directions: a client that reads nothing for that long
+                    # (backpressure holds the upstream meanwhile) loses the stream too.
+                    timer.reschedule(min(loop.time() + self.timeouts.idle, deadline + offset))
+                    writing = False
+                    chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    if chunk:
+                        writing = True
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TimeoutError:
+            if writing:
+                raise UpstreamTimeout("the client stopped reading the stream for longer than the idle timeout") from None
+            raise
         await send({"type": "http.response.body", "body": b""})
 
     def _failed(self, provider: Provider, retry_after: float | None = None) -> None:

@@ -35,3 +35,26 @@ def usage_of(api: ApiStyle, payload: Any) -> tuple[int | None, int | None]:
     if not isinstance(usage, dict):
         return None, None
     return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+
+
+def delta_chars(api: ApiStyle, payload: Any) -> int:
+    """Characters of generated output (text, reasoning, tool arguments) in one stream event: what
+    an answer cut off before its usage report had produced so far."""
+    if not isinstance(payload, dict):
+        return 0
+    if api is ApiStyle.ANTHROPIC:
+        delta = payload.get("delta") if payload.get("type") == "content_block_delta" else None
+        if not isinstance(delta, dict):
+            return 0
+        return sum(len(v) for k in ("text", "thinking", "partial_json") if isinstance(v := delta.get(k), str))
+    total = 0
+    for choice in payload.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        total += sum(len(v) for k in ("content", "reasoning_content") if isinstance(v := delta.get(k), str))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                total += len(function["arguments"])
+    return total

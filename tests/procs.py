@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,14 +23,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` exits first."""
+def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
+    """Poll `url` until it answers 200; fail early if `proc` exits first. `verify`: what an
+    https `url` is checked against (e.g. a context trusting a test CA)."""
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with code {proc.returncode} before {url} answered")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -38,12 +41,37 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[Any] | None = 
         time.sleep(0.05)
 
 
+class RunRecord:
+    """Every server process's output and every secret its config held, for the end-of-run check
+    (tests/conftest.py) that no secret ever appeared in any output."""
+
+    outputs: list[tuple[str, str]] = []  # (command, output)
+    secrets: set[str] = set()
+
+    @classmethod
+    def note_config(cls, args: Sequence[str], env: dict[str, str] | None) -> None:
+        """The secrets of the config a `serve --config PATH` process runs with (unreadable or
+        deliberately broken configs have none to note)."""
+        import os
+
+        from gateway.config import ConfigError, load
+
+        if "--config" not in args:
+            return
+        path = args[list(args).index("--config") + 1]
+        with contextlib.suppress(ConfigError, OSError, IndexError):
+            cls.secrets.update(s for s in load(path, env if env is not None else dict(os.environ)).secrets() if s)
+
+
 class ServerProcess(subprocess.Popen[bytes]):
     """A Popen whose `with` block stops the process (SIGTERM, then SIGKILL) instead of waiting for it.
-    Its combined output goes to a temporary file, readable with `output()`."""
+    Its combined output goes to a temporary file, readable with `output()`, and into `RunRecord`."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None, cwd: Path) -> None:
         self.log = tempfile.TemporaryFile()
+        self.command = " ".join(args)
+        self._env = env
+        RunRecord.note_config(args, env)
         super().__init__(list(args), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.log,
                          stderr=subprocess.STDOUT)  # fmt: skip
 
@@ -63,15 +91,17 @@ class ServerProcess(subprocess.Popen[bytes]):
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
         super().__exit__(*exc_info)
+        RunRecord.note_config(self.args, self._env)  # the config may have been rewritten (reload tests)
+        RunRecord.outputs.append((self.command, self.output()))
         self.log.close()
 
 
 def start_process(args: Sequence[str], health_url: str, env: dict[str, str] | None = None, timeout: float = 20,
-                  cwd: Path = ROOT) -> ServerProcess:  # fmt: skip
+                  cwd: Path = ROOT, verify: ssl.SSLContext | bool = True) -> ServerProcess:  # fmt: skip
     """Start `args` and return once `health_url` answers 200 (use the result in a `with` block)."""
     proc = ServerProcess(args, env, cwd)
     try:
-        wait_http_ok(health_url, timeout, proc)
+        wait_http_ok(health_url, timeout, proc, verify)
     except Exception as exc:
         proc.stop()
         raise RuntimeError(f"{' '.join(args)}: {exc}\n--- output ---\n{proc.output()}") from None
@@ -79,12 +109,15 @@ def start_process(args: Sequence[str], health_url: str, env: dict[str, str] | No
 
 
 @contextlib.contextmanager
-def start_mock_upstream(env: dict[str, str] | None = None) -> Iterator[tuple[ServerProcess, str]]:
-    """A `gateway.mock_upstream` process on a free loopback port: yields (process, base URL)."""
+def start_mock_upstream(env: dict[str, str] | None = None, extra_args: Sequence[str] = (),
+                        verify: ssl.SSLContext | bool = True) -> Iterator[tuple[ServerProcess, str]]:  # fmt: skip
+    """A `gateway.mock_upstream` process on a free loopback port: yields (process, base URL).
+    `extra_args` go to the mock (with `--certfile` it serves HTTPS, and `verify` must trust its CA)."""
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port)]
-    with start_process(args, f"{base_url}/_mock/health", env=env) as proc:
+    scheme = "https" if "--certfile" in extra_args else "http"
+    base_url = f"{scheme}://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "gateway.mock_upstream", "--port", str(port), *extra_args]
+    with start_process(args, f"{base_url}/_mock/health", env=env, verify=verify) as proc:
         yield proc, base_url
 
 
@@ -107,3 +140,11 @@ def start_gateway(config: Path, env: dict[str, str] | None = None, *extra: str) 
             "--port", str(port), *extra]  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     return start_process(args, f"{base_url}/healthz", env=dict(os.environ, **(env or {}))), base_url
+
+
+def access_log(output: str) -> list[dict[str, Any]]:
+    """The JSON access-log records in a gateway process's output, in order."""
+    import json
+
+    marker = "junction.access: "
+    return [json.loads(line.split(marker, 1)[1]) for line in output.splitlines() if marker in line]

@@ -28,7 +28,7 @@ from tests.claude_code import claude_env, missing_reason, run_claude
 from tests.procs import free_port, start_process
 
 GATEWAY_KEY = "gw-e2e-key-0123456789abcdef"
-UPSTREAM_SECRET = "upstream-secret-e2e-abcdef"
+UPSTREAM_SECRET = "sk-e2e-upstream-secret-abcdef"
 MAIN_MODEL = "claude-sonnet-5-5"  # not in the config: routed to the default provider
 SMALL_FAST = "arch.claude.code.small.fast"
 ANTHROPIC_UPSTREAM = "claude-upstream"

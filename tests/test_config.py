@@ -246,6 +246,12 @@ def test_metadata_and_link_local_upstreams_are_refused(url: str) -> None:
     assert problem.startswith("llm_providers[0].base_url:") and "metadata" in problem
 
 
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://127.0.0.1:70/_x", "ftp://example.com/v1", "//no-scheme"])
+def test_non_http_upstreams_are_refused(url: str) -> None:
+    (problem,) = problems(f"version: v0.4.0\nllm_providers:\n  - model: openai/x\n    base_url: {url}\n")
+    assert problem.startswith("llm_providers[0].base_url:") and "must be an http(s) URL" in problem
+
+
 def test_timeouts_failover_routing_and_key_limits_sections() -> None:
     config = cfg(BASE + """
 timeouts: {connect: 2s, first_byte: 1m, idle: 90, total: 1h}

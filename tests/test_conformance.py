@@ -831,6 +831,7 @@ KIMI_GATE = ("Kimi For Coding is currently only available for Coding Agents such
 DEEPSEEK_OVERFLOW = ("This model's maximum context length is 131072 tokens. However, you requested 140000 tokens "
                      "(139000 in the messages, 1000 in the completion). Please reduce the length of the messages "
                      "or completion.")  # fmt: skip
+AUTH_REFUSED = "refused the gateway's credentials"  # the generic message, upstream text withheld
 OPENAI_OVERFLOW = ("This model's maximum context length is 128000 tokens. However, your messages resulted in "
                    "130500 tokens. Please reduce the length of the messages.")  # fmt: skip
 
@@ -840,12 +841,14 @@ OPENAI_OVERFLOW = ("This model's maximum context length is 128000 tokens. Howeve
     [
         ("mock/e400", 400, oa_error("Invalid request: messages[1] is empty", "invalid_request_error"),
          400, "invalid_request_error", "Invalid request: messages[1] is empty"),
+        # 401/403 to the gateway's own provider key: an operator problem, answered as a generic 502 (R5);
+        # test_reliability.py::test_r5_* covers passthrough credentials, which keep the upstream's answer.
         ("deepseek/deepseek-v4-pro-e401", 401, oa_error("Authentication Fails (no such user)", "authentication_error"),
-         401, "authentication_error", "Authentication Fails (no such user)"),
+         502, "api_error", AUTH_REFUSED),
         ("deepseek/deepseek-v4-pro-e402", 402, oa_error("Insufficient Balance", "unknown_error", "invalid_request_error"),
          402, "billing_error", "Insufficient Balance"),
         ("moonshotai/kimi-for-coding-e403", 403, oa_error(KIMI_GATE, "access_terminated_error"),
-         403, "permission_error", KIMI_GATE),
+         502, "api_error", AUTH_REFUSED),
         ("mock/e404", 404, oa_error("The model `x` does not exist", "invalid_request_error", "model_not_found"),
          404, "not_found_error", "The model `x` does not exist"),
         ("deepseek/deepseek-v4-pro-e422", 422, oa_error("Invalid parameters: temperature", "invalid_request_error"),
@@ -870,24 +873,29 @@ def test_upstream_errors_to_anthropic_client(gw: Gateway, up: Upstream, model: s
         gw.an().messages.create(model=up.once(model, [body], **answer), max_tokens=100, messages=user("hi"))
     exc = info.value
     assert exc.status_code == expected_status
-    assert exc.body == {"type": "error", "error": {"type": kind, "message": message}}
+    # the same error for a streaming request: a real HTTP status before any SSE byte
+    reply = gw.post("/v1/messages", messages_body(up.once(model, [body], **answer)))
+    assert reply.status == expected_status and reply.headers["content-type"] == "application/json"
+    for error in (exc.body, reply.json()):
+        assert error["type"] == "error" and error["error"]["type"] == kind
+        if message == AUTH_REFUSED:
+            assert AUTH_REFUSED in error["error"]["message"] and SECRET[:8] not in str(error)
+            assert json.loads(body)["error"]["message"] not in error["error"]["message"]
+        else:
+            assert error["error"]["message"] == message
     retryable = expected_status in (429, 500, 529)
     assert exc.response.headers.get("retry-after") == ("7" if retryable else None)
     if expected_status == 529:
         assert isinstance(exc, anthropic.OverloadedError)
-    # the same error for a streaming request: a real HTTP status before any SSE byte
-    reply = gw.post("/v1/messages", messages_body(up.once(model, [body], **answer)))
-    assert reply.status == expected_status and reply.headers["content-type"] == "application/json"
-    assert reply.json()["error"] == {"type": kind, "message": message}
 
 
 @pytest.mark.parametrize(
     ("status", "kind", "message", "expected_status", "code"),
     [
         (400, "invalid_request_error", "messages.1.content: text content blocks must be non-empty", 400, None),
-        (401, "authentication_error", "invalid x-api-key", 401, None),
+        (401, "authentication_error", "invalid x-api-key", 502, None),
         (402, "billing_error", "Your credit balance is too low to access the Anthropic API.", 402, None),
-        (403, "permission_error", "Your API key does not have permission to use the specified resource.", 403, None),
+        (403, "permission_error", "Your API key does not have permission to use the specified resource.", 502, None),
         (404, "not_found_error", "model: claude-t-missing", 404, None),
         (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", 413, None),
         (429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", 429, None),
@@ -906,7 +914,10 @@ def test_upstream_errors_to_openai_client(gw: Gateway, up: Upstream, status: int
                                         messages=user("hi"))  # fmt: skip
     exc = info.value
     assert exc.status_code == expected_status
-    assert exc.body["message"] == message and exc.code == code
+    if expected_status == 502:  # the gateway's own key refused (R5): generic message
+        assert AUTH_REFUSED in exc.body["message"] and message not in exc.body["message"]
+    else:
+        assert exc.body["message"] == message and exc.code == code
     assert exc.response.headers.get("retry-after") == ("7" if expected_status in (429, 500, 503) else None)
     if code:
         assert exc.body["param"] == "messages"

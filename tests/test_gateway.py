@@ -15,12 +15,12 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import free_port, start_gateway, start_process, write_config
+from tests.procs import access_log, free_port, start_gateway, start_process, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "gw-test-key-0123456789"
-UPSTREAM_OPENAI_SECRET = "upstream-openai-secret-abcdef"
-UPSTREAM_ANTHROPIC_SECRET = "upstream-anthropic-secret-abcdef"
+UPSTREAM_OPENAI_SECRET = "sk-oa-upstream-secret-abcdef"
+UPSTREAM_ANTHROPIC_SECRET = "sk-an-upstream-secret-abcdef"
 
 CONFIG = """
 version: v0.4.0
@@ -369,6 +369,27 @@ def test_missing_and_wrong_gateway_key(gateway: str, mock: str) -> None:
     assert httpx.get(f"{mock}/_mock/stats").json()["received"] == before
 
 
+@pytest.mark.parametrize("value", [
+    "Bearer ' OR '1'='1' --", 'Bearer {"$ne": null}', "Bearer ${JUNCTION_KEY}", "Bearer \\x00\\u0000",
+    "Bearer " + KEY[:-1], "Bearer " + KEY + "0", "Bearer " + KEY.upper(), "Basic " + KEY, "Bearer", "bearer   " + KEY + " extra",
+    "Bearer " + "A" * 8000, "Bearer " + "é" * 40, "Bearer 🔑-key", "Bearer a\tb",
+], ids=["sql", "json", "variable", "escapes", "prefix", "longer", "case", "basic", "empty", "spaced", "8kb", "latin1",
+        "utf8", "tab"])  # fmt: skip
+def test_auth_header_injection_is_always_401(gateway: str, mock: str, value: str) -> None:
+    """S14: metacharacters, near misses, non-ASCII bytes and oversized values in the credential:
+    always 401 in the client's protocol, never a 5xx, nothing sent upstream."""
+    before = httpx.get(f"{mock}/_mock/stats").json()["received"]
+    raw = value.encode("utf-8")  # non-ASCII goes out as raw bytes, as a hostile client would send them
+    for path, shape in (("/v1/messages", "anthropic"), ("/v1/chat/completions", "openai")):
+        for name in (b"authorization", b"x-api-key"):
+            header = raw if name == b"authorization" else raw.removeprefix(b"Bearer ")
+            answer = httpx.post(f"{gateway}{path}", headers=[(name, header)], json={"model": "gpt-mock", "messages": USER})
+            assert answer.status_code == 401, (path, name, answer.text)
+            error = answer.json()
+            assert (error["type"] == "error") if shape == "anthropic" else (error["error"]["type"] == "authentication_error")
+    assert httpx.get(f"{mock}/_mock/stats").json()["received"] == before
+
+
 def test_key_flood_is_refused_without_upstream_traffic(gateway: str, mock: str) -> None:
     import concurrent.futures
     import secrets
@@ -564,7 +585,7 @@ def test_seed_config_serves_on_its_listener() -> None:
     args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(ROOT / "plano_config.yaml")]
     # No provider keys: nothing can leave the machine, and the error must name the variable.
     env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "MOONSHOTAI_API_KEY")}
-    with start_process(args, "http://127.0.0.1:12000/healthz", env=env):
+    with start_process(args, "http://127.0.0.1:12000/healthz", env=env) as proc:
         ids = [m["id"] for m in httpx.get("http://127.0.0.1:12000/v1/models").json()["data"]]
         assert ids == ["moonshotai/kimi-for-coding", "deepseek/deepseek-v4-pro", "deepseek/deepseek-v4-flash",
                        "arch.claude.code.small.fast"]  # fmt: skip
@@ -576,6 +597,8 @@ def test_seed_config_serves_on_its_listener() -> None:
         assert alias.status_code == 503 and "DEEPSEEK_API_KEY" in alias.json()["error"]["message"]
         assert alias.headers["x-junction-model"] == "deepseek/deepseek-v4-flash"
         assert alias.headers["x-junction-alias"] == "arch.claude.code.small.fast"
+        # No gateway_keys: it serves, and says loudly who can reach it.
+        assert "no gateway_keys configured: the gateway is open to ALL clients that reach 0.0.0.0" in proc.output()
 
 
 def test_seed_config_alias_and_default_reach_deepseek_flash(mock: str, tmp_path: Path, recorded) -> None:
@@ -602,7 +625,6 @@ def test_seed_config_alias_and_default_reach_deepseek_flash(mock: str, tmp_path:
 
 
 def test_metrics_and_json_access_log(mock: str, tmp_path: Path) -> None:
-    import json
 
     config = write_config(tmp_path, f"""
         version: v0.4.0
@@ -627,14 +649,51 @@ def test_metrics_and_json_access_log(mock: str, tmp_path: Path) -> None:
     assert 'junction_requests_total{endpoint="chat",model="mock/observed",protocol="openai",route="none",status="200"} 2.0' in text
     assert 'gen_ai_client_token_usage_total{model="mock/observed",type="output"}' in text
     assert "gen_ai_server_time_to_first_token_seconds_count" in text
-    lines = [json.loads(line.split("junction.access: ", 1)[1]) for line in output.splitlines()
-             if "junction.access: " in line]  # fmt: skip
+    lines = access_log(output)
     assert len(lines) == 2
     first, second = lines
     assert first["model"] == "mock/observed" and first["status"] == 200 and first["stream"] is False
     assert first["input_tokens"] > 0 and first["output_tokens"] > 0
     assert second["stream"] is True and second["ttft_ms"] is not None and second["output_tokens"] > 0
     assert secret_prompt not in output
+
+
+def test_prompt_logging_is_opt_in_and_a_request_can_withhold_it(mock: str, tmp_path: Path) -> None:
+    """S15: with `access_log.prompts: true` the access log carries the prompt (cut at
+    prompt_max_chars, secrets still masked); `x-junction-no-log: true` withholds it for one request."""
+
+    secret = "sk-s15-upstream-secret-0123456789"
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/logged
+            base_url: {mock}/v1
+            access_key: {secret}
+            default: true
+        access_log:
+          prompts: true
+          prompt_max_chars: 300
+    """)
+    logged, private = "explain the flaky test in module alpha", "my private medical question"
+    proc, base = start_gateway(config, None)
+    with proc:
+        client = oa(base, "x")
+        client.chat.completions.create(model="logged", messages=[{"role": "user", "content": logged}])
+        client.chat.completions.create(model="logged", messages=[{"role": "user", "content": private}],
+                                       extra_headers={"x-junction-no-log": "true"})  # fmt: skip
+        long_text = f"the key is {secret} " + "x" * 1000
+        httpx.post(f"{base}/v1/messages", json={"model": "logged", "max_tokens": 5, "system": "Be brief.",
+                                                "messages": [{"role": "user", "content": long_text}]})  # fmt: skip
+        time.sleep(0.2)
+        output = proc.output()
+    lines = access_log(output)
+    assert len(lines) == 3
+    assert logged in lines[0]["prompt"]
+    assert lines[1]["prompt"] is None and lines[1]["prompt_withheld"] == "x-junction-no-log"
+    assert private not in output
+    assert '"system": "Be brief."'.replace(" ", "") in lines[2]["prompt"].replace(" ", "")
+    assert len(lines[2]["prompt"]) <= 301 and "[redacted]" in lines[2]["prompt"]
+    assert secret[:8] not in output
 
 
 def test_provider_key_echoed_by_upstream_is_redacted_everywhere(mock: str, tmp_path: Path) -> None:
@@ -653,7 +712,9 @@ def test_provider_key_echoed_by_upstream_is_redacted_everywhere(mock: str, tmp_p
     echo = f'{{"error":{{"message":"Incorrect API key provided: {secret[:10]}***{secret[-4:]} (full: {secret})",' \
            '"type":"invalid_request_error","code":"invalid_api_key"}}'
     httpx.post(f"{mock}/_mock/script", json={"responses": [
-        {"match_model": "leaky", "status": 401, "headers": {"content-type": "application/json"}, "chunks": [echo]},
+        # A relayed error that echoes the key (redacted in the body), then a refusal of the key
+        # (a generic 502 for the client; the upstream's words, redacted, only in the log).
+        {"match_model": "leaky", "status": 400, "headers": {"content-type": "application/json"}, "chunks": [echo]},
         {"match_model": "leaky", "status": 401, "headers": {"content-type": "application/json"}, "chunks": [echo]},
     ]})  # fmt: skip
     port = free_port()
@@ -672,7 +733,101 @@ def test_provider_key_echoed_by_upstream_is_redacted_everywhere(mock: str, tmp_p
         time.sleep(0.2)
         output = proc.output()
     seen = "".join(r.text + str(r.headers) for r in responses) + metrics + output
-    assert [r.status_code for r in responses] == [401, 401]
-    assert "Incorrect API key provided" in responses[0].json()["error"]["message"]
+    assert [r.status_code for r in responses] == [400, 502]
+    assert "Incorrect API key provided: [redacted]" in responses[0].json()["error"]["message"]
+    assert "Incorrect API key provided: [redacted]" in output
     for value in (secret, gateway_key):
         assert value[:8] not in seen
+
+
+def test_internal_errors_are_generic_with_a_request_id(mock: str, tmp_path: Path) -> None:
+    """S17: exceptions inside the gateway (forced here by tests/faulty_gateway.py) reach the client
+    as a generic error with the request id, before the first byte as a 500 and mid-stream as an
+    error event; no stack trace, internal URL or key. The log has the trace, with the key masked."""
+    from tests.faulty_gateway import INTERNAL_URL
+
+    secret = "sk-s17-provider-secret-0123456789"
+    config = write_config(tmp_path, f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/explode-request
+            base_url: {mock}/v1
+            access_key: $FAULTY_PROVIDER_KEY
+          - model: mock/explode-stream
+            base_url: {mock}/v1
+            access_key: $FAULTY_PROVIDER_KEY
+            headers: {{x-mock-chunks: "6"}}
+    """)
+    port = free_port()
+    args = [sys.executable, "-m", "tests.faulty_gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+    with start_process(args, f"http://127.0.0.1:{port}/healthz", env=dict(os.environ, FAULTY_PROVIDER_KEY=secret)) \
+            as proc:  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        client = anthropic.Anthropic(base_url=base, api_key="x", max_retries=0)
+        with pytest.raises(anthropic.InternalServerError) as info:
+            client.messages.create(model="explode-request", max_tokens=5, messages=USER)
+        failed = info.value.response
+        request_id = failed.headers["x-junction-request-id"]
+        assert info.value.body["error"] == {"type": "api_error",
+                                            "message": f"internal gateway error (request id {request_id})"}
+        with httpx.stream("POST", f"{base}/v1/messages", timeout=10,
+                          json={"model": "explode-stream", "max_tokens": 50, "messages": USER, "stream": True}) as s:
+            assert s.status_code == 200
+            streamed, stream_id = s.read().decode(), s.headers["x-junction-request-id"]
+        assert streamed.startswith("event: message_start")
+        assert streamed.rstrip().endswith(
+            f'event: error\ndata: {{"type":"error","error":{{"type":"api_error",'
+            f'"message":"internal gateway error (request id {stream_id})"}}}}')
+        with pytest.raises(anthropic.APIStatusError):  # the SDK raises on the error event
+            with client.messages.stream(model="explode-stream", max_tokens=50, messages=USER) as stream:
+                stream.get_final_message()
+        time.sleep(0.2)
+        output = proc.output()
+    seen = failed.text + str(failed.headers) + streamed
+    for needle in ("Traceback", "RuntimeError", "KeyError", INTERNAL_URL, "10.20.30.40", secret[:8], "faulty_gateway"):
+        assert needle not in seen
+    assert f"unhandled error in request {request_id}" in output and "Traceback" in output
+    assert INTERNAL_URL in output and secret[:8] not in output
+
+
+def test_no_admin_surface_and_revocation_by_reload(mock: str, tmp_path: Path) -> None:
+    """S8: there is no admin API to reach (keys, config and reloads are the operator's, through the
+    config file and SIGHUP), and a protected /metrics refuses a missing key. S10: keys may be stored
+    only as SHA-256 digests; removing a key and reloading revokes it at once."""
+    import hashlib
+    import signal
+
+    kept, revoked = "sk-gw-kept-key-0123456789", "sk-gw-revoked-key-0123456789"
+    digest = hashlib.sha256(kept.encode()).hexdigest()
+    body = f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/keyed
+            base_url: {mock}/v1
+        metrics:
+          require_key: true
+        gateway_keys:
+          - {{name: kept, sha256: {digest}}}
+    """
+    config = write_config(tmp_path, body + f"      - {{name: leaving, key: {revoked}}}\n")
+    proc, base = start_gateway(config, None, "--log-level", "info")
+
+    def chat_as(key: str) -> int:
+        return httpx.post(f"{base}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                          json={"model": "keyed", "messages": USER}, timeout=10).status_code  # fmt: skip
+
+    with proc:
+        assert chat_as(kept) == 200 and chat_as(revoked) == 200
+        for method, path in (("GET", "/keys"), ("POST", "/keys"), ("GET", "/config"), ("POST", "/reload"),
+                             ("POST", "/key/generate"), ("GET", "/admin")):
+            answer = httpx.request(method, f"{base}{path}", headers={"authorization": f"Bearer {kept}"})
+            assert answer.status_code in (404, 405) and "error" in answer.json()
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        assert httpx.get(f"{base}/metrics", headers={"x-api-key": kept}).status_code == 200
+        write_config(tmp_path, body)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "config reloaded" not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert chat_as(revoked) == 401 and chat_as(kept) == 200

@@ -10,9 +10,10 @@ from typing import Iterator
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
-from tests.procs import free_port, start_gateway, write_config
+from tests.procs import access_log, free_port, start_gateway, write_config
 
 USER = [{"role": "user", "content": "hello there"}]
 REPLY = "Mock reply to: hello there"
@@ -71,6 +72,8 @@ llm_providers:
     base_url: {mock}/v1
     headers: {{x-mock-status: "503"}}
   - model: mock/scripted
+    base_url: {mock}/v1
+  - model: mock/moved
     base_url: {mock}/v1
   - model: mock/slow
     base_url: {mock}/v1
@@ -143,6 +146,22 @@ def test_r2_single_model_retry_after_is_honoured(gateway: str, mock: str, upstre
     assert time.perf_counter() - started >= 1.0
     assert response.headers["x-junction-attempts"] == "2"
     assert upstream_calls() == ["scripted", "scripted"]
+    # A Retry-After beyond max_retry_after: no wait; the 429 and its Retry-After reach the client at
+    # once in its own protocol, and the model then cools for that long (the next request fails fast).
+    long_wait = {"match_model": "scripted", "status": 429, "chunks": [limited],
+                 "headers": {"content-type": "application/json", "retry-after": "120"}}  # fmt: skip
+    httpx.post(f"{mock}/_mock/script", json={"responses": [long_wait]})
+    started = time.perf_counter()
+    with pytest.raises(anthropic.RateLimitError) as an_info:
+        anthropic.Anthropic(base_url=gateway, api_key="x", max_retries=0).messages.create(
+            model="scripted", max_tokens=5, messages=USER)
+    assert an_info.value.response.headers["retry-after"] == "120"
+    assert an_info.value.body["error"] == {"type": "rate_limit_error", "message": "slow down"}
+    with pytest.raises(openai.InternalServerError) as oa_info:
+        oa(gateway).chat.completions.create(model="scripted", messages=USER)
+    assert oa_info.value.status_code == 503 and 119 <= int(oa_info.value.response.headers["retry-after"]) <= 120
+    assert time.perf_counter() - started < 1.0
+    assert upstream_calls() == ["scripted", "scripted", "scripted"]
 
 
 def test_r3_server_errors_retry_then_fall_back(gateway: str, upstream_calls) -> None:
@@ -442,3 +461,277 @@ def test_r18_token_limit_reserves_before_the_call(mock: str, tmp_path_factory: p
     assert "token limit of 100 per minute" in refused.json()["error"]["message"]
     assert int(refused.headers["retry-after"]) >= 1
     assert len(httpx.get(f"{mock}/_mock/requests").json()) == 1
+
+
+def test_r5_provider_refusing_the_gateway_key(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Upstream 401/403 to the gateway's own key: not retried on that key, the next model (another
+    key) is tried, and with nothing left the client gets a generic 502 in its protocol; the key
+    never shows in bodies, headers or logs, and an alert metric counts it. A passthrough provider
+    (the client's own credential) keeps the upstream's 401, which the client can act on."""
+    secret = "sk-r5-upstream-secret-0123456789abcdef"
+    config = write_config(tmp_path_factory.mktemp("r5"), f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/healthy
+            base_url: {mock}/v1
+          - model: mock/badkey
+            base_url: {mock}/v1
+            access_key: {secret}
+            fallbacks: [healthy]
+          - model: mock/badkey-alone
+            base_url: {mock}
+            provider_interface: anthropic
+            access_key: {secret}
+          - model: mock/own-key
+            base_url: {mock}/v1
+            passthrough_auth: true
+        failover:
+          retries: 2
+    """)
+    echo = orjson.dumps({"error": {"message": f"Incorrect API key provided: {secret}", "type": "invalid_request_error",
+                                   "code": "invalid_api_key"}}).decode()  # fmt: skip
+    refusals = [{"match_model": model, "status": status, "headers": {"content-type": "application/json"},
+                 "chunks": [echo]} for model, status in (("badkey", 401), ("badkey-alone", 403), ("own-key", 401))]
+    proc, base = start_gateway(config, None, "--log-level", "debug")
+    with proc:
+        httpx.delete(f"{mock}/_mock/requests")
+        httpx.post(f"{mock}/_mock/script", json={"responses": refusals[:1]})
+        served = chat(base, "badkey")
+        assert served.status_code == 200 and served.headers["x-junction-model"] == "mock/healthy"
+        assert served.headers["x-junction-attempts"] == "2"  # retries: 2, yet the refused key is not retried
+        assert [r["body"]["model"] for r in httpx.get(f"{mock}/_mock/requests").json()] == ["badkey", "healthy"]
+
+        httpx.post(f"{mock}/_mock/script", json={"responses": refusals[1:2]})
+        with pytest.raises(anthropic.APIStatusError) as info:
+            anthropic.Anthropic(base_url=base, api_key="x", max_retries=0).messages.create(
+                model="badkey-alone", max_tokens=5, messages=USER)
+        refused = info.value
+        assert refused.status_code == 502 and refused.body["error"]["type"] == "api_error"
+        assert "refused the gateway's credentials" in refused.body["error"]["message"]
+        assert refused.response.headers["x-should-retry"] == "false"
+        leaked = [refused.response.text, str(refused.response.headers), served.text, str(served.headers)]
+
+        httpx.post(f"{mock}/_mock/script", json={"responses": refusals[2:]})
+        own = httpx.post(f"{base}/v1/chat/completions", headers={"authorization": "Bearer client-own-key"},
+                         json={"model": "own-key", "messages": USER}, timeout=20)
+        assert own.status_code == 401 and "Incorrect API key provided" in own.json()["error"]["message"]
+
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'junction_upstream_auth_failures_total{model="mock/badkey",status="401"} 1.0' in metrics
+        assert 'junction_upstream_auth_failures_total{model="mock/badkey-alone",status="403"} 1.0' in metrics
+        assert "mock/own-key" not in metrics.split("junction_upstream_auth_failures_total", 1)[1].split("# HELP")[0]
+        proc.stop()
+        output = proc.output()
+    assert "refused the gateway's credentials (HTTP 401)" in output and "Incorrect API key provided: [redacted]" in output
+    for text in leaked + [output, metrics]:
+        assert secret[:8] not in text
+
+
+def test_r19_budget_reserves_before_the_call(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """budget_usd 0.01, requests priced by the mock's reported usage, a concurrent burst of 20:
+    refused once spend plus reservations reach the budget; the overspend is at most one request's
+    maximum cost; the refusal is in each protocol's own terms; a reload keeps the books."""
+    import concurrent.futures
+    import signal
+
+    from gateway.chain.quota import estimate
+
+    price = 100.0  # USD per million tokens, input and output alike: $0.0001 a token
+    config = write_config(tmp_path_factory.mktemp("budget"), f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/priced
+            base_url: {mock}/v1
+            headers: {{x-mock-delay_ms: "300"}}
+            pricing: {{input: {price}, output: {price}}}
+          - model: mock/claude-priced
+            base_url: {mock}
+            provider_interface: anthropic
+            pricing: {{input: {price}, output: {price}}}
+        gateway_keys:
+          - {{name: capped, key: capped-budget-key-1, budget_usd: 0.01}}
+          - {{name: renewing, key: renewing-budget-key-1, budget_usd: 0.002, budget_window: 2s}}
+    """)
+    proc, base = start_gateway(config, None, "--log-level", "info", "--no-access-log")
+    body = {"model": "priced", "max_tokens": 8, "messages": USER}
+
+    def request(_: int) -> httpx.Response:
+        return httpx.post(f"{base}/v1/chat/completions", headers={"x-api-key": "capped-budget-key-1"}, json=body,
+                          timeout=20)  # fmt: skip
+
+    def cost(response: httpx.Response) -> float:
+        usage = response.json()["usage"]
+        return (usage["prompt_tokens"] + usage["completion_tokens"]) * price / 1e6
+
+    with proc:
+        httpx.delete(f"{mock}/_mock/requests")
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            burst = list(pool.map(request, range(20)))
+        served = [r for r in burst if r.status_code == 200]
+        refused = [r for r in burst if r.status_code != 200]
+        assert served and refused and {r.status_code for r in refused} == {429}
+        assert len(httpx.get(f"{mock}/_mock/requests").json()) == len(served)  # refusals cost nothing upstream
+        error = refused[0].json()["error"]
+        assert error["code"] == "insufficient_quota" and "budget of $0.01 reached for key 'capped'" in error["message"]
+        assert refused[0].headers["x-should-retry"] == "false"
+        # Spend the rest one at a time, then the budget holds.
+        for _ in range(40):
+            response = request(0)
+            if response.status_code != 200:
+                break
+            served.append(response)
+        assert response.status_code == 429
+        remaining = float(served[0].headers["x-junction-budget-remaining-usd"])
+        assert 0 < remaining <= 0.01
+        spent = sum(cost(r) for r in served)
+        max_cost = sum(estimate(body, len(orjson.dumps(body)))) * price / 1e6  # one request's reservation
+        assert 0.01 <= spent <= 0.01 + max_cost
+        assert len(served) < 0.01 / cost(served[0]) + 2  # the books count every served request
+        metrics = httpx.get(f"{base}/metrics").text
+        line = next(x for x in metrics.splitlines() if x.startswith('junction_key_spend_usd_total{key="capped"}'))
+        assert abs(float(line.split()[-1]) - spent) < 1e-9
+        # Anthropic clients are told in their own terms (402 billing_error).
+        with pytest.raises(anthropic.APIStatusError) as info:
+            anthropic.Anthropic(base_url=base, api_key="capped-budget-key-1", max_retries=0).messages.create(
+                model="claude-priced", max_tokens=5, messages=USER)
+        assert info.value.status_code == 402 and info.value.body["error"]["type"] == "billing_error"
+        # A reload does not reset the books.
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "config reloaded" not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "config reloaded" in proc.output() and request(0).status_code == 429
+        # A windowed budget renews at the window's end, as its retry-after says.
+        renewing = {"x-api-key": "renewing-budget-key-1"}
+        for _ in range(20):
+            last = httpx.post(f"{base}/v1/chat/completions", headers=renewing, json=body, timeout=20)
+            if last.status_code != 200:
+                break
+        assert last.status_code == 429 and 1 <= int(last.headers["retry-after"]) <= 2
+        time.sleep(int(last.headers["retry-after"]) + 0.1)
+        assert httpx.post(f"{base}/v1/chat/completions", headers=renewing, json=body, timeout=20).status_code == 200
+
+
+def test_r17_requests_per_minute_exact_under_a_burst(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """rpm: 60, then 61 concurrent requests: exactly 60 served, one 429 with retry-after and
+    x-ratelimit-* headers, and the upstream saw 60."""
+    import concurrent.futures
+
+    config = write_config(tmp_path_factory.mktemp("rpm"), f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/counted
+            base_url: {mock}/v1
+        gateway_keys:
+          - {{name: sixty, key: sixty-per-minute-key, rpm: 60}}
+    """)
+    proc, base = start_gateway(config, None, "--log-level", "warning", "--no-access-log")
+
+    def request(_: int) -> httpx.Response:
+        return httpx.post(f"{base}/v1/chat/completions", headers={"authorization": "Bearer sixty-per-minute-key"},
+                          json={"model": "counted", "messages": USER}, timeout=20)  # fmt: skip
+
+    with proc:
+        httpx.delete(f"{mock}/_mock/requests")
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(request, range(61)))
+        upstream = len(httpx.get(f"{mock}/_mock/requests").json())
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 60 and statuses.count(429) == 1 and upstream == 60
+    refused = next(r for r in responses if r.status_code == 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-limit-requests"] == "60"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_r10_a_hundred_mid_stream_hang_ups_leave_nothing_behind(mock: str,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """100 clients hang up mid-stream: each upstream request is closed, the in-flight gauges and the
+    key's parallel slots come back to zero, the partial answers are accounted (access log), file
+    descriptors return to their baseline, and no task is left pending."""
+    import os
+    import socket
+
+    config = write_config(tmp_path_factory.mktemp("r10"), f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/long
+            base_url: {mock}/v1
+            headers: {{x-mock-chunks: "40", x-mock-gap_ms: "50"}}
+        gateway_keys:
+          - {{name: leaver, key: leaver-key-0123456789, max_parallel: 2, tpm: 1000000}}
+    """)
+    proc, base = start_gateway(config, None, "--log-level", "info")
+    port = int(base.rsplit(":", 1)[1])
+    request = orjson.dumps({"model": "long", "messages": USER, "stream": True})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: leaver-key-0123456789\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(request)}\r\n\r\n").encode() + request
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{proc.pid}/fd"))
+
+    def hang_up_after_first_bytes() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+    with proc:
+        assert chat(base, "long", stream=True).status_code == 401  # no key: refused before the upstream
+        hang_up_after_first_bytes()
+        time.sleep(0.5)
+        baseline = fds()
+        before = httpx.get(f"{mock}/_mock/stats").json()
+        for _ in range(100):
+            hang_up_after_first_bytes()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"{mock}/_mock/stats").json()
+            if stats["aborted"] - before["aborted"] == 100 and stats["open"] == 0:
+                break
+            time.sleep(0.1)
+        assert stats["aborted"] - before["aborted"] == 100 and stats["open"] == 0
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "junction_streams_in_flight 0.0" in metrics and "junction_requests_in_flight 0.0" in metrics
+        assert 'junction_client_disconnects_total{model="mock/long"} 101.0' in metrics
+        # Both parallel slots are free again: two streams at once are served.
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda _: httpx.post(f"{base}/v1/chat/completions", timeout=20,
+                                                      headers={"x-api-key": "leaver-key-0123456789"},
+                                                      json={"model": "long", "messages": USER, "stream": True}),
+                                 range(2)))  # fmt: skip
+        assert [r.status_code for r in done] == [200, 200] and all("[DONE]" in r.text for r in done)
+        time.sleep(0.5)
+        assert fds() <= baseline + 4  # pooled upstream connections may differ by a few
+        proc.stop()
+        output = proc.output()
+    lines = access_log(output)
+    gone = [x for x in lines if x["client_gone"]]
+    assert len(gone) == 101 and all(x["status"] == 200 and x["ttft_ms"] is not None for x in gone)
+    # The partial answers are accounted: output estimated from what was streamed before the hang-up.
+    assert all(x["output_tokens"] >= 1 and x["usage_estimated"] for x in gone)
+    assert "Task was destroyed but it is pending" not in output and "Traceback" not in output
+
+
+def test_upstream_redirects_are_not_followed(gateway: str, mock: str, upstream_calls) -> None:
+    """S6: an upstream answering 3xx with a Location elsewhere: the gateway does not follow it (an
+    "attacker" listener receives nothing, the key goes nowhere), fails over, and without a fallback
+    answers 502 in the client's protocol."""
+    from tests.procs import start_mock_upstream
+
+    with start_mock_upstream() as (_, attacker):
+        moved = {"match_model": "moved", "status": 307, "chunks": ["moved"],
+                 "headers": {"location": f"{attacker}/v1/chat/completions", "content-type": "text/plain"}}  # fmt: skip
+        httpx.post(f"{mock}/_mock/script", json={"responses": [moved, moved]})
+        with pytest.raises(openai.APIStatusError) as info:
+            oa(gateway).chat.completions.create(model="moved", messages=USER)
+        assert info.value.status_code == 502 and "redirect (HTTP 307)" in info.value.body["message"]
+        assert "location" not in info.value.response.headers
+        with pytest.raises(anthropic.APIStatusError) as an_info:
+            anthropic.Anthropic(base_url=gateway, api_key="x", max_retries=0).messages.create(
+                model="moved", max_tokens=5, messages=USER)
+        assert an_info.value.status_code == 502 and an_info.value.body["error"]["type"] == "api_error"
+        assert httpx.get(f"{attacker}/_mock/stats").json()["received"] == 0
+    assert upstream_calls() == ["moved", "moved"]

@@ -73,11 +73,12 @@ def limit_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
 
 
 class Auth:
-    def __init__(self, app: Any, config: Config, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, app: Any, config: Config, limiter: RateLimiter | None = None,
+                 parallel: dict[str, int] | None = None) -> None:  # fmt: skip
         self.app = app
         self.config = config
         self.limiter = limiter or RateLimiter()
-        self.parallel: dict[str, int] = {}  # requests in flight per key name
+        self.parallel = parallel if parallel is not None else {}  # requests in flight per key name
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)

@@ -50,11 +50,12 @@ def _request_id(headers: dict[str, str]) -> str:
 
 class Boundary:
     def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None,
-                 tracing: Any = None) -> None:  # fmt: skip
+                 tracing: Any = None, prompt_chars: int = 0) -> None:  # fmt: skip
         self.app = app
         self.max_header_bytes = max_header_bytes
         self.metrics = metrics
         self.tracing = tracing  # gateway.tracing.Tracing, when configured
+        self.prompt_chars = prompt_chars  # log this much of each prompt (access_log.prompts), 0: none
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -103,7 +104,7 @@ class Boundary:
                 if call.endpoint not in _NOT_LLM:
                     self.metrics.record(call)
             if call.endpoint not in _NOT_LLM:
-                log_access(call)
+                log_access(call, self.prompt_chars)
                 if self.tracing is not None:
                     self.tracing.record(call)
 

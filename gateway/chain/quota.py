@@ -1,21 +1,28 @@
-"""Quota layer: tokens per minute per gateway key, reserved before the upstream call.
+"""Quota layer: a key's tokens per minute and spend budget, both reserved before the upstream call.
 
-The reservation is the request's input estimate plus its `max_tokens`, taken before any upstream
-call and settled to the real usage afterwards, so concurrent bursts cannot all slip under the
-limit: at most the one request that finds the window empty may overshoot it.
+A reservation is the request's input estimate plus its `max_tokens` (priced with the dearest
+model the request may fail over to, for a budget), taken before any upstream call and settled to
+the real usage afterwards. Concurrent bursts cannot all slip under a limit: only requests that
+find it not yet reached are admitted, so the overshoot is at most one request's reservation.
+
+The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget).
+It is this process's memory: with several workers each keeps its own books.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from gateway.call import get_call
+from gateway.call import Call, get_call
+from gateway.chain.auth import RateLimiter
+from gateway.chain.translate import COUNT_OFFLOAD_BYTES, offload
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
+from models.providers import ApiStyle
 from models.tokens import count_anthropic_tokens
 
 WINDOW = 60.0
@@ -50,31 +57,125 @@ class TokenWindow:
         return entry
 
 
-def reservation(body: dict[str, Any]) -> int:
-    """Input estimate plus the most the answer may cost."""
+@dataclass
+class Account:
+    """One key's spend in one budget window."""
+
+    window_start: float
+    spent: float = 0.0
+    reserved: float = 0.0
+
+
+class Budgets:
+    """Spend per key in US dollars; windows are aligned to the epoch (a 24h window renews at 00:00
+    UTC), so a restart does not move them."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._accounts: dict[str, Account] = {}
+
+    def account(self, key: GatewayKey) -> Account:
+        window = key.budget_window_s
+        start = math.floor(self.clock() / window) * window if window else 0.0
+        account = self._accounts.get(key.name)
+        if account is None or account.window_start != start:
+            account = self._accounts[key.name] = Account(start)
+        return account
+
+    def reserve(self, key: GatewayKey, max_cost: float, protocol: ApiStyle) -> Account:
+        assert key.budget_usd is not None
+        account = self.account(key)
+        if account.spent + account.reserved >= key.budget_usd:
+            headers = {"x-should-retry": "false"}
+            message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${account.spent:.4f} spent"
+            if key.budget_window_s:
+                renews = max(1, math.ceil(account.window_start + key.budget_window_s - self.clock()))
+                headers = {"retry-after": str(renews)}
+                message += f"; it renews in {renews} s"
+            # Anthropic clients know 402 billing_error; OpenAI clients know 429 insufficient_quota.
+            status, code = (402, "billing_error") if protocol is ApiStyle.ANTHROPIC else (429, "insufficient_quota")
+            raise GatewayError(message + ")", status=status, code=code, headers=headers)
+        account.reserved += max_cost
+        return account
+
+    @staticmethod
+    def settle(account: Account, reserved: float, cost: float) -> None:
+        account.reserved -= reserved
+        account.spent += cost
+
+
+@dataclass
+class Ledgers:
+    """Every per-key counter: requests per minute, requests in flight, tokens, spend."""
+
+    requests: RateLimiter = field(default_factory=RateLimiter)
+    parallel: dict[str, int] = field(default_factory=dict)
+    tokens: TokenWindow = field(default_factory=TokenWindow)
+    budgets: Budgets = field(default_factory=Budgets)
+
+
+def estimate(body: dict[str, Any], size: int = 0) -> tuple[int, int]:
+    """(input tokens, the most output tokens the answer may have) for a body of `size` bytes.
+
+    Upstream tokenizers and per-message overheads differ from our count, so the input side is
+    at least a token per 4 bytes of the request: a reservation should not come in under the bill.
+    """
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_OUTPUT_RESERVATION
     messages = {"messages": body.get("messages") or [], "system": body.get("system"), "tools": body.get("tools")}
-    return count_anthropic_tokens(messages) + (limit if isinstance(limit, int) else DEFAULT_OUTPUT_RESERVATION)
+    counted = max(count_anthropic_tokens(messages), size // 4)
+    return counted, limit if isinstance(limit, int) else DEFAULT_OUTPUT_RESERVATION
+
+
+def charge(call: Call, estimated: tuple[int, int]) -> tuple[int, int] | None:
+    """Tokens to bill for a finished call: the upstream's figures, the estimate for what it did not
+    report, nothing for a call that got no answer at all."""
+    if call.input_tokens is None and call.output_tokens is None:
+        if call.status == 0 or call.status >= 400 or call.attempts == 0:
+            return None  # refused, failed, or nothing sent to the client yet
+        return estimated  # a stream cut before its usage: assume the worst
+    return (call.input_tokens if call.input_tokens is not None else estimated[0],
+            call.output_tokens if call.output_tokens is not None else estimated[1])  # fmt: skip
 
 
 class Quota:
-    def __init__(self, app: Any, window: TokenWindow | None = None) -> None:
+    """Sits after routing: a budget depends on which models may serve the request."""
+
+    def __init__(self, app: Any, ledgers: Ledgers, metrics: Any = None) -> None:
         self.app = app
-        self.window = window or TokenWindow()
+        self.ledgers = ledgers
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
         key = call.key
-        if key is None or key.tpm is None or call.body is None or call.endpoint != "chat":
+        if key is None or (key.tpm is None and key.budget_usd is None) or call.body is None or call.endpoint != "chat":
             await self.app(scope, receive, send)
             return
-        body = call.body
         # Counting a big body takes milliseconds of CPU: not on the event loop.
-        tokens = await asyncio.to_thread(reservation, body) if call.body_size > 256 * 1024 else reservation(body)
-        entry = self.window.reserve(key, tokens)
+        body, size = call.body, call.body_size
+        estimated = await offload(call, lambda: estimate(body, size), COUNT_OFFLOAD_BYTES)
+        entry = self.ledgers.tokens.reserve(key, sum(estimated)) if key.tpm is not None else None
+        account, max_cost = None, 0.0
+        if key.budget_usd is not None:
+            prices = [p.pricing for p in call.candidates if p.pricing is not None]
+            max_cost = max((p.cost(*estimated) for p in prices), default=0.0)
+            try:
+                account = self.ledgers.budgets.reserve(key, max_cost, call.protocol)
+            except GatewayError:
+                if entry is not None:
+                    entry[1] = 0.0  # refused: nothing was used
+                raise
+            call.extra_headers["x-junction-budget-remaining-usd"] = \
+                f"{max(0.0, key.budget_usd - account.spent - account.reserved + max_cost):.6f}"
         try:
             await self.app(scope, receive, send)
         finally:
-            # Settle to what the upstream reported (keep the reservation when it reported nothing).
-            if call.input_tokens is not None or call.output_tokens is not None:
-                entry[1] = float((call.input_tokens or 0) + (call.output_tokens or 0))
+            billed = charge(call, estimated)
+            if entry is not None:
+                entry[1] = float(sum(billed)) if billed else 0.0
+            if account is not None:
+                pricing = call.provider.pricing if call.provider is not None else None
+                cost = pricing.cost(*billed) if billed and pricing is not None else 0.0
+                self.ledgers.budgets.settle(account, max_cost, cost)
+                if self.metrics is not None:
+                    self.metrics.spend.labels(key.name).inc(cost)

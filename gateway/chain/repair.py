@@ -29,7 +29,7 @@ from gateway.errors import GatewayError
 from gateway.lifecycle import Lifecycle
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
-from models.usage import usage_of
+from models.usage import delta_chars, usage_of
 from models.translate.errors import stream_error_frame
 
 EVENTS_KEY = "junction.events"
@@ -44,6 +44,8 @@ _PINGS = {
 _BOUNDARIES = (b"\r\n\r\n", b"\n\n", b"\r\r")
 TRUNCATED = "upstream stream ended before the response was complete"
 MALFORMED = "upstream sent a malformed stream event"
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE event held back while waiting for its end, at most
+OVERSIZED = "upstream sent a stream event larger than 16 MiB"
 
 
 def event_boundary(data: bytes) -> int:
@@ -61,17 +63,19 @@ class _Aborted(Exception):
 
 
 class Repair:
-    def __init__(self, app: Any, ping_interval: float = DEFAULT_PING_INTERVAL, lifecycle: Lifecycle | None = None) -> None:
+    def __init__(self, app: Any, ping_interval: float = DEFAULT_PING_INTERVAL, lifecycle: Lifecycle | None = None,
+                 streams: Any = None) -> None:  # fmt: skip
         self.app = app
         self.ping_interval = ping_interval
         self.lifecycle = lifecycle or Lifecycle()
+        self.streams = streams  # the in-flight streams gauge (gateway/observe.py), when metrics are on
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
         if not call.stream:
             await self.app(scope, receive, send)
             return
-        guard = StreamGuard(call, send, self.ping_interval)
+        guard = StreamGuard(call, send, self.ping_interval, self.streams)
         self.lifecycle.in_flight += 1
         try:
             await self.app(scope, receive, guard.send)
@@ -90,13 +94,15 @@ class Repair:
         finally:
             self.lifecycle.in_flight -= 1
             guard.close()
+            call.estimate_cut_usage()
 
 
 class StreamGuard:
     """Per-stream state: the partial event held back, what the stream has shown so far."""
 
-    def __init__(self, call: Call, send: Any, ping_interval: float) -> None:
+    def __init__(self, call: Call, send: Any, ping_interval: float, gauge: Any = None) -> None:
         self.call = call
+        self.gauge = gauge  # counts this stream while it is being relayed
         self.api = ApiStyle.OPENAI  # set at response start: failover may change the model
         self._send = send
         self.ping_interval = ping_interval
@@ -117,6 +123,8 @@ class StreamGuard:
             self.streaming = message["status"] == 200 and content_type.startswith(b"text/event-stream")
             await self._send(message)
             if self.streaming:
+                if self.gauge is not None:
+                    self.gauge.inc()
                 self.last_out = time.monotonic()
                 self.watchdog = asyncio.ensure_future(self._watch())
             return
@@ -129,6 +137,9 @@ class StreamGuard:
         data = self.pending + message.get("body", b"")
         cut = event_boundary(data) if more else len(data)
         ready, self.pending = data[:cut], data[cut:]
+        if len(self.pending) > MAX_EVENT_BYTES:  # no boundary in sight: not a stream worth holding
+            await self.fail(502, OVERSIZED)
+            raise _Aborted
         events = [e for e in (self.decoder.feed(ready) if ready else []) if not e.comment]
         if not more:
             events += [e for e in self.decoder.flush() if not e.comment]
@@ -158,6 +169,7 @@ class StreamGuard:
             except orjson.JSONDecodeError:
                 return False
             self.call.add_usage(usage_of(self.api, payload))
+            self.call.streamed_chars += delta_chars(self.api, payload)
             if self.api is ApiStyle.ANTHROPIC:
                 if event.event in ("message_stop", "error"):
                     self.terminated = True
@@ -190,6 +202,9 @@ class StreamGuard:
                                       PING_KEY: True})  # fmt: skip
 
     def close(self) -> None:
+        if self.streaming and self.gauge is not None:
+            self.gauge.dec()
+            self.gauge = None
         self.ended = True
         if self.watchdog is not None:
             self.watchdog.cancel()

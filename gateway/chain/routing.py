@@ -5,23 +5,27 @@ Which requests are routed (as in Plano, when `routing_preferences` exist): every
 except when the client named a configured model or alias and `routing.explicit_model_wins` is
 on (the default), or when it sends `x-junction-route: off`. A matching route serves the request
 with its first model; its other models (and their `fallbacks:`) are the failover chain. No
-match keeps the model alias resolution chose (the requested or the default model).
+match keeps the model alias resolution chose (the requested or the default model). The route's
+`selection_policy` (gateway/selection.py) decides the order its models are tried in.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gateway.call import Call, get_call
 from gateway.chain.aliases import set_candidates
 from gateway.chain.boundary import json_response
-from gateway.config import Config, Provider
+from gateway.config import Config, Provider, SelectionPolicy
 from gateway.observe import Metrics
+from gateway.selection import rank
 from router.preferences import Decision, Router
 
 log = logging.getLogger("junction")
 ROUTE_HEADER = "x-junction-route"
+POLICY_HEADER = "x-junction-route-policy"
 SESSION_HEADER = "x-junction-session"
 
 
@@ -48,6 +52,7 @@ class Routing:
         self.config = config
         self.router = router
         self.metrics = metrics
+        self.policies = policies(config)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -70,12 +75,26 @@ class Routing:
     def _apply(self, call: Call, decision: Decision) -> None:
         if decision.route is None:
             return
-        models: tuple[Provider, ...] = tuple(m for m in decision.models if isinstance(m, Provider))
-        if call.key is not None:
-            models = tuple(m for m in models if call.key.allows(m))
+        policy = self.policies.get(decision.route, SelectionPolicy())
+        models = ranked(decision.models, policy, call.key.allows if call.key is not None else None)
         if models:  # a route whose models this key may not use leaves the request where it was
             set_candidates(call, self.config, models)
             call.route = decision.route
+            if policy.prefer != "none":
+                call.extra_headers[POLICY_HEADER] = policy.prefer
+
+
+def policies(config: Config) -> dict[str, SelectionPolicy]:
+    return {pref.name: pref.selection_policy for pref in config.preferences}
+
+
+def ranked(models: tuple[Any, ...], policy: SelectionPolicy,
+           allows: Callable[[Provider], bool] | None = None) -> tuple[Provider, ...]:  # fmt: skip
+    """A route's models in the order its policy wants them tried, without those the client's key
+    may not use. Weights stay paired with their models, so a key's filter does not shift them."""
+    pairs = [(m, policy.weights[i] if i < len(policy.weights) else 1.0) for i, m in enumerate(models)
+             if isinstance(m, Provider) and (allows is None or allows(m))]  # fmt: skip
+    return rank([m for m, _ in pairs], policy.prefer, [w for _, w in pairs])
 
 
 class RouteDecision:

@@ -13,6 +13,10 @@ by the repair layer's decoded events.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import os
+import threading
 from typing import Any, Callable
 
 import orjson
@@ -31,8 +35,19 @@ from models.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicSt
 # Body fields some gateways honour to redirect a call (LiteLLM's CVE-2024-6587): never forwarded.
 CLIENT_OVERRIDES = frozenset(("api_base", "base_url", "api_key", "api_version", "extra_headers", "headers",
                               "custom_llm_provider", "user_config", "organization"))  # fmt: skip
-# Bodies above this size are translated and counted in a worker thread (never on the loop).
+# Work proportional to the body runs in a worker thread once doing it inline would hold the event
+# loop for about a millisecond (a thread hop costs ~50 us). Token counting costs ~65 us per KiB
+# of body, and tiktoken releases the GIL while it encodes: from 16 KiB. Translation and
+# serialisation cost ~2-3 us per KiB in pure Python (the loop gets the GIL back every 5 ms): from
+# 256 KiB. Figures: a 400 KB, 100k-token Claude Code-style body (benchmarks/head_of_line.py).
 OFFLOAD_BYTES = 256 * 1024
+COUNT_OFFLOAD_BYTES = 16 * 1024
+# The worker threads run 5 nice levels below the process: on a busy core the event-loop thread then
+# preempts them at once instead of sharing the core with a 100k-token count while small streams wait
+# (benchmarks/head_of_line.py, gateway pinned to one core and ~90% busy: small-stream p50 TTFT rise
+# from about +1.5 ms to +0.3 ms). Not lower: work that holds the GIL in such a thread must still get
+# the CPU when another process competes for it.
+OFFLOAD_NICE = 5
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 # Upstream statuses that mean "no count_tokens endpoint here", not a model failure.
 _NO_COUNT_ENDPOINT = (404, 405, 501)
@@ -54,10 +69,21 @@ def upstream_request(call: Call) -> dict[str, Any]:
     return body if body.get("model") == provider.model_id else dict(body, model=provider.model_id)
 
 
-async def offload(call: Call, func: Callable[[], Any]) -> Any:
-    """Run CPU work inline for small requests, in a worker thread for big ones."""
-    if call.body_size > OFFLOAD_BYTES:
-        return await asyncio.to_thread(func)
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # per-thread priorities are Linux's; elsewhere as is
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + OFFLOAD_NICE)
+
+
+_workers = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)),
+                                                 thread_name_prefix="junction-offload", initializer=_lower_priority)
+
+
+async def offload(call: Call, func: Callable[[], Any], above: int = OFFLOAD_BYTES) -> Any:
+    """Run CPU work inline for small requests, in a low-priority worker thread for bodies over
+    `above` bytes."""
+    if call.body_size > above:
+        return await asyncio.get_running_loop().run_in_executor(_workers, func)
     return func()
 
 
@@ -93,13 +119,13 @@ class ClientResponse:
             else:
                 estimate = 0
                 if call.stream and call.protocol is ApiStyle.ANTHROPIC:
-                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
+                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
                 self.inner = CrossProtocol(call, self._send, estimate)
         await self.inner.send(message)
 
 
 async def send_count(call: Call, send: Any) -> None:
-    tokens = await offload(call, lambda: count_anthropic_tokens(call.body))
+    tokens = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
     start, body = json_response(200, {"input_tokens": tokens})
     await send(start)
     await send(body)
@@ -236,7 +262,7 @@ class CrossProtocol(_Responder):
                 usage = upstream.get("usage")
                 if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
                     # No usage from the upstream: Claude Code's context meter still needs a figure.
-                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body))
+                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
                 answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)
             else:
                 answer = tresp.anthropic_to_openai(upstream, client_model=model)
