@@ -43,6 +43,7 @@ class Call:
     input_tokens: int | None = None  # as reported by the upstream
     output_tokens: int | None = None
     streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
+    error_type: str | None = None  # the last upstream failure's kind (gateway/upstream.py error_kind)
     usage_estimated: bool = False  # output_tokens estimated from streamed_chars, not reported
 
     def elapsed_ms(self) -> float:

@@ -55,10 +55,10 @@ class Metrics:
         self.route_latency = Histogram("junction_router_decision_seconds", "Time to decide a route",
                                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2, 10),
                                        registry=r)  # fmt: skip
-        # An alert signal: a provider refusing the gateway's key needs an operator, not a retry.
-        self.upstream_auth_failures = Counter("junction_upstream_auth_failures",
-                                              "Upstream 401/403 answers to the gateway's own credentials",
-                                              ("model", "status"), registry=r)  # fmt: skip
+        # Failed upstream attempts by kind (timeout, connect, tls, http_503, stream_idle_timeout,
+        # auth_refused_401: the alert signal for a provider refusing the gateway's key, ...).
+        self.upstream_errors = Counter("junction_upstream_errors", "Failed upstream attempts by model and error type",
+                                       ("model", "error_type"), registry=r)  # fmt: skip
         self.spend = Counter("junction_key_spend_usd", "Spend per gateway key, priced by the models' pricing",
                              ("key",), registry=r)  # fmt: skip
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
@@ -155,6 +155,8 @@ def log_access(call: Call, prompt_chars: int = 0) -> None:
         "duration_ms": round(call.elapsed_ms(), 2),
         "client_gone": call.client_gone,
     }
+    if call.error_type is not None:
+        record["error_type"] = call.error_type
     if call.usage_estimated:
         record["usage_estimated"] = True  # output_tokens from the text streamed before the cut
     if prompt_chars:

@@ -71,6 +71,7 @@ def attributes(call: Call) -> dict[str, Any]:
         "junction.stream": call.stream,
         "junction.upstream_ms": call.upstream_ms,
         "junction.ttft_ms": call.ttft_ms,
+        "error.type": call.error_type,
     }
     return {k: v for k, v in values.items() if v is not None}
 

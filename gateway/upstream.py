@@ -115,6 +115,16 @@ _CERT_PROBLEMS = {9: "certificate not yet valid", 10: "certificate expired",
                   64: "certificate does not match the upstream's IP address"}  # fmt: skip
 
 
+def error_kind(exc: BaseException, before_first_byte: bool) -> str:
+    """A short, bounded name for a transport failure (metrics label, `error.type` in traces)."""
+    if isinstance(exc, TimeoutError) or (isinstance(exc, httpx.HTTPError) and is_timeout(exc)):
+        return "timeout" if before_first_byte else "stream_idle_timeout"
+    if not before_first_byte:
+        return "stream_broken"
+    cause = exc.__cause__
+    return "tls" if isinstance(cause, aiohttp.ClientSSLError) else "connect"
+
+
 def describe(exc: httpx.HTTPError) -> str:
     """A short cause for error messages, without URLs or hosts."""
     cause = exc.__cause__
@@ -335,7 +345,7 @@ class Upstream:
                     first_chunk = await anext(chunks, b"")
         except (TimeoutError, httpx.HTTPError) as exc:
             error = self._transport_error(provider, exc, before_first_byte=True)
-            self._failed(provider)
+            self._failed(call, provider, error_kind(exc, before_first_byte=True))
             raise error if final else _Failed(error) from None
         call.upstream_ms = (time.perf_counter() - sent) * 1000
         status = response.status_code
@@ -353,9 +363,7 @@ class Upstream:
             log.warning("upstream '%s' refused the gateway's credentials (HTTP %d); check its access_key and "
                         "headers. It said: %s", provider.model, status,
                         said[:500].decode("utf-8", errors="replace"))  # fmt: skip
-            if self.metrics is not None:
-                self.metrics.upstream_auth_failures.labels(provider.model, str(status)).inc()
-            self._failed(provider)
+            self._failed(call, provider, f"auth_refused_{status}")
             error = UpstreamAuthError(f"the upstream provider for model '{provider.model}' refused the gateway's "
                                       "credentials; the gateway operator must check its configuration")  # fmt: skip
             raise error if final else _Failed(error)
@@ -363,7 +371,7 @@ class Upstream:
             # Never followed (a redirect could send the request, and its key, anywhere) and no
             # API answers with one: a misconfigured upstream, so the next candidate is tried.
             await response.aclose()
-            self._failed(provider)
+            self._failed(call, provider, "redirect")
             error = UpstreamError(f"upstream '{provider.model}' answered with a redirect (HTTP {status}), "
                                   "which the gateway does not follow; check its base_url")  # fmt: skip
             raise error if final else _Failed(error)
@@ -376,10 +384,10 @@ class Upstream:
                 headers = relay_headers(response) + [(b"content-length", str(len(body)).encode())]
                 answer = ({"type": "http.response.start", "status": status, "headers": headers}, body)
             await response.aclose()
-            self._failed(provider, retry_after if status == 429 else None)
+            self._failed(call, provider, f"http_{status}", retry_after if status == 429 else None)
             raise _Failed(UpstreamError(f"upstream '{provider.model}' answered {status}"), retry_after, True, answer)
         if status in RETRYABLE:
-            self._failed(provider, retry_after_seconds(response) if status == 429 else None)
+            self._failed(call, provider, f"http_{status}", retry_after_seconds(response) if status == 429 else None)
         else:
             self.health.success(provider.model)
             if status < 400:  # time to first byte of a good answer feeds `prefer: fastest`
@@ -398,7 +406,11 @@ class Upstream:
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
         except (TimeoutError, httpx.HTTPError) as exc:
+            self._count(call, provider, error_kind(exc, before_first_byte=False))
             raise self._transport_error(provider, exc, before_first_byte=False) from None
+        except UpstreamTimeout:
+            self._count(call, provider, "client_stalled")
+            raise
         finally:
             await response.aclose()
 
@@ -430,9 +442,16 @@ class Upstream:
             raise
         await send({"type": "http.response.body", "body": b""})
 
-    def _failed(self, provider: Provider, retry_after: float | None = None) -> None:
+    def _failed(self, call: Call, provider: Provider, kind: str, retry_after: float | None = None) -> None:
+        """An attempt failed before answering: counts towards the model's cooldown."""
+        self._count(call, provider, kind)
         if self.health.failure(provider.model, retry_after) and self.metrics is not None:
             self.metrics.cooldowns.labels(provider.model).inc()
+
+    def _count(self, call: Call, provider: Provider, kind: str) -> None:
+        call.error_type = kind
+        if self.metrics is not None:
+            self.metrics.upstream_errors.labels(provider.model, kind).inc()
 
     @staticmethod
     def _transport_error(provider: Provider, exc: BaseException, before_first_byte: bool) -> GatewayError:
