@@ -145,7 +145,11 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from gateway import mock_upstream
 
-    mock_upstream.run(host=args.host or LOOPBACK, port=args.port if args.port is not None else 9100)
+    if args.keyfile and not args.certfile:
+        print("mock-upstream: --keyfile needs --certfile", file=sys.stderr)
+        return EXIT_CONFIG
+    mock_upstream.run(host=args.host or LOOPBACK, port=args.port if args.port is not None else 9100,
+                      certfile=args.certfile, keyfile=args.keyfile)  # fmt: skip
     return 0
 
 
@@ -177,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
     mock.add_argument("--host", help="bind address (default 127.0.0.1)")
     mock.add_argument("--port", type=int, help="port (default 9100)")
+    mock.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS instead of HTTP")
+    mock.add_argument("--keyfile", help="PEM private key for --certfile (if not inside it)")
     return parser
 
 

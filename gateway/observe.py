@@ -147,6 +147,8 @@ def log_access(call: Call, prompt_chars: int = 0) -> None:
         "alias": call.alias,
         "route": call.route,
         "status": call.status,
+        "attempts": call.attempts,
+        "fallback_from": call.fallback_from,
         "stream": call.stream,
         "input_tokens": call.input_tokens,
         "output_tokens": call.output_tokens,

@@ -653,6 +653,7 @@ def test_metrics_and_json_access_log(mock: str, tmp_path: Path) -> None:
     assert len(lines) == 2
     first, second = lines
     assert first["model"] == "mock/observed" and first["status"] == 200 and first["stream"] is False
+    assert first["attempts"] == 1 and first["fallback_from"] is None and first["key"] is None
     assert first["input_tokens"] > 0 and first["output_tokens"] > 0
     assert second["stream"] is True and second["ttft_ms"] is not None and second["output_tokens"] > 0
     assert secret_prompt not in output

@@ -346,3 +346,16 @@ def test_upstream_contexts_always_verify(certs: Certs) -> None:
         assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
     # The CA file replaces the default store: only the test CA is trusted.
     assert len(tls_context(str(certs.ca_file)).get_ca_certs()) == 1
+
+
+def test_junction_mock_upstream_command_serves_https(certs: Certs) -> None:
+    """`junction mock-upstream --certfile --keyfile` is the same HTTPS mock the tests use."""
+    import sys
+
+    from tests.procs import free_port, start_process
+
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "mock-upstream", "--port", str(port),
+            "--certfile", str(certs.cert_file), "--keyfile", str(certs.key_file)]  # fmt: skip
+    with start_process(args, f"https://127.0.0.1:{port}/_mock/health", verify=certs.trust):
+        assert httpx.get(f"https://127.0.0.1:{port}/_mock/stats", verify=certs.trust).status_code == 200
