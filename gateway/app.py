@@ -52,7 +52,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Intake(app, config.limits)
     app = Auth(app, config, ledgers.requests, ledgers.parallel)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
-    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars)
+    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle)
 
 
 class MetricsEndpoint:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Any, Sequence
 
@@ -78,9 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("junction.access").setLevel(logging.WARNING)
     # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
     # log_config=None: uvicorn's loggers propagate to the root handler and its redaction filter.
+    # uvicorn's graceful shutdown comes after the drain: a short grace for what the drain left.
     server_config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
-                                   log_config=None, timeout_graceful_shutdown=max(1, round(config.drain_s)))  # fmt: skip
-    server = DrainingServer(server_config, app.lifecycle)
+                                   log_config=None, timeout_graceful_shutdown=1)  # fmt: skip
+    server = DrainingServer(server_config, app.lifecycle, config.drain_s)
     # uvicorn re-raises the stop signal after a graceful shutdown; ending there is success.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
@@ -89,16 +91,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, marking the gateway as draining the moment a stop signal arrives, so
-    readiness fails before the listener closes and in-flight streams get their drain time."""
+    """uvicorn's server with a drain before its shutdown. On the first stop signal the gateway
+    keeps listening: readiness answers 503, liveness 200, new LLM calls are refused (503/529),
+    and calls in flight may finish. Once none is left, or after `drain` seconds, uvicorn's own
+    shutdown runs: the listener closes and what still runs gets `grace` seconds, then is cancelled
+    (streams end with an in-band error). A second signal skips the rest of the drain."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain: float) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
+        self.drain = drain
+        self.drain_ends = 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.lifecycle.draining:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # uvicorn raises it again once stopped: the exit status
         self.lifecycle.draining = True
-        super().handle_exit(sig, frame)
+        self.drain_ends = time.monotonic() + self.drain
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.lifecycle.draining and not self.should_exit:
+            self.should_exit = self.lifecycle.requests == 0 or time.monotonic() >= self.drain_ends
+        return await super().on_tick(counter)
 
 
 def cmd_route(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 @dataclass
 class Lifecycle:
-    draining: bool = False  # a stop signal arrived: readiness fails, streams are draining
-    in_flight: int = 0  # LLM calls being served
+    draining: bool = False  # a stop signal arrived: readiness fails, new LLM calls are refused
+    requests: int = 0  # LLM calls being served (the drain waits for these)
+    streams: int = 0  # of which streams being relayed
 
     async def wait_idle(self, timeout: float) -> None:
         """Give interrupted streams a moment to write their final error frame."""
         deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
+        while self.streams and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -332,15 +332,48 @@ def test_r21_sigterm_drains_streams_then_interrupts_the_rest(mock: str, tmp_path
         time.sleep(0.5)
         started = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        # Draining: still listening; readiness fails, liveness holds, new calls are turned away.
+        ready = httpx.get(f"{base}/health/ready")
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert httpx.get(f"{base}/health/live").status_code == 200
+        refused = chat(base, "short")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+        assert refused.headers["retry-after"] == "1"
+        refused_an = httpx.post(f"{base}/v1/messages", json={"model": "long", "max_tokens": 5, "messages": USER})
+        assert refused_an.status_code == 529 and refused_an.json()["error"]["type"] == "overloaded_error"
         code = proc.wait(timeout=15)
         elapsed = time.perf_counter() - started
         for thread in threads:
             thread.join(timeout=10)
+        output = proc.output()
     assert code == 0
-    assert 1.5 <= elapsed < 8
+    assert 2.0 <= elapsed < 8  # the 2 s drain, then a 1 s grace for the stream it could not finish
+    assert "Traceback" not in output, output
     assert results["short"].rstrip().endswith("data: [DONE]")  # finished within the drain
     long = results["long"]
     assert "event: error" in long and "shutting down" in long and "event: message_stop" not in long
+
+
+def test_r21_an_idle_gateway_stops_at_once(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The drain ends as soon as nothing is in flight: no waiting out `shutdown.drain` for nothing."""
+    import signal
+
+    config = write_config(tmp_path_factory.mktemp("idle-stop"), f"""
+        version: v0.4.0
+        llm_providers:
+          - model: mock/quick
+            base_url: {mock}/v1
+        shutdown:
+          drain: 30s
+    """)
+    proc, base = start_gateway(config, None, "--log-level", "warning")
+    with proc:
+        assert chat(base, "quick").status_code == 200
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert time.perf_counter() - started < 3
 
 
 def test_r20_parallel_requests_per_key(mock: str, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -5,6 +5,7 @@ stream that just stops: errors after the first byte end the stream with a protoc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 
 from gateway.call import STATE_KEY, Call
 from gateway.errors import GatewayError, render, stream_error_frame
+from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics, log_access
 from models.providers import ApiStyle
 
@@ -50,8 +52,9 @@ def _request_id(headers: dict[str, str]) -> str:
 
 class Boundary:
     def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None,
-                 tracing: Any = None, prompt_chars: int = 0) -> None:  # fmt: skip
+                 tracing: Any = None, prompt_chars: int = 0, lifecycle: Lifecycle | None = None) -> None:  # fmt: skip
         self.app = app
+        self.lifecycle = lifecycle  # for the LLM chain: counts its requests, refuses new ones while draining
         self.max_header_bytes = max_header_bytes
         self.metrics = metrics
         self.tracing = tracing  # gateway.tracing.Tracing, when configured
@@ -86,7 +89,15 @@ class Boundary:
 
         if self.metrics is not None:
             self.metrics.in_flight.inc()
+        lifecycle = self.lifecycle
+        if lifecycle is not None:
+            lifecycle.requests += 1
         try:
+            if lifecycle is not None and lifecycle.draining:
+                # Stopping: requests in flight finish, new ones go elsewhere (clients retry a 503/529).
+                raise GatewayError("the gateway is shutting down; retry on another instance",
+                                   status=529 if call.protocol is ApiStyle.ANTHROPIC else 503,
+                                   code="shutting_down", headers={"retry-after": "1"})  # fmt: skip
             header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
             if header_bytes > self.max_header_bytes:
                 raise GatewayError(f"request headers of {header_bytes} bytes exceed the limit of "
@@ -94,11 +105,24 @@ class Boundary:
             await self.app(scope, receive, send_wrapper)
         except GatewayError as exc:
             await self._fail(call, send, started, finished, streaming, exc.status, exc.message, exc)
+        except asyncio.CancelledError:
+            if lifecycle is None or not lifecycle.draining or call.client_gone:
+                raise
+            # Cut off at the end of the shutdown drain: answer that (a stream already has its
+            # error event from the repair layer) and end normally, not as a crashed task.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            status = 529 if call.protocol is ApiStyle.ANTHROPIC else 503
+            await self._fail(call, send, started, finished, streaming, status,
+                             "the gateway is shutting down; the response was interrupted", None)  # fmt: skip
         except Exception:  # noqa: BLE001 - last line of defence; the trace goes to the log only
             log.exception("unhandled error in request %s", call.request_id)
             message = f"internal gateway error (request id {call.request_id})"
             await self._fail(call, send, started, finished, streaming, 500, message, None)
         finally:
+            if lifecycle is not None:
+                lifecycle.requests -= 1
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
                 if call.endpoint not in _NOT_LLM:

@@ -76,7 +76,7 @@ class Repair:
             await self.app(scope, receive, send)
             return
         guard = StreamGuard(call, send, self.ping_interval, self.streams)
-        self.lifecycle.in_flight += 1
+        self.lifecycle.streams += 1
         try:
             await self.app(scope, receive, guard.send)
         except _Aborted:
@@ -92,7 +92,7 @@ class Repair:
                                  "the gateway is shutting down; the response was interrupted")  # fmt: skip
             raise
         finally:
-            self.lifecycle.in_flight -= 1
+            self.lifecycle.streams -= 1
             guard.close()
             call.estimate_cut_usage()
 
