@@ -42,6 +42,7 @@ class Call:
     ttft_ms: float | None = None  # first body byte of a stream
     input_tokens: int | None = None  # as reported by the upstream
     output_tokens: int | None = None
+    counted_tokens: int | None = None  # input tokens by our tokenizer (gateway/chain/translate.py counted_input)
     streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
     error_type: str | None = None  # the last upstream failure's kind (gateway/upstream.py error_kind)
     usage_estimated: bool = False  # output_tokens estimated from streamed_chars, not reported

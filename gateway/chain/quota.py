@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from gateway.call import Call, get_call
 from gateway.chain.auth import RateLimiter
-from gateway.chain.translate import COUNT_OFFLOAD_BYTES, offload
+from gateway.chain.translate import counted_input
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
 from models.providers import ApiStyle
@@ -114,16 +114,16 @@ class Ledgers:
     budgets: Budgets = field(default_factory=Budgets)
 
 
-def estimate(body: dict[str, Any], size: int = 0) -> tuple[int, int]:
-    """(input tokens, the most output tokens the answer may have) for a body of `size` bytes.
+def estimate(body: dict[str, Any], size: int = 0, counted: int | None = None) -> tuple[int, int]:
+    """(input tokens, the most output tokens the answer may have) for a body of `size` bytes whose
+    input our tokenizer `counted` (counted here when not given).
 
     Upstream tokenizers and per-message overheads differ from our count, so the input side is
     at least a token per 4 bytes of the request: a reservation should not come in under the bill.
     """
     limit = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_OUTPUT_RESERVATION
-    messages = {"messages": body.get("messages") or [], "system": body.get("system"), "tools": body.get("tools")}
-    counted = max(count_anthropic_tokens(messages), size // 4)
-    return counted, limit if isinstance(limit, int) else DEFAULT_OUTPUT_RESERVATION
+    tokens = count_anthropic_tokens(body) if counted is None else counted
+    return max(tokens, size // 4), limit if isinstance(limit, int) else DEFAULT_OUTPUT_RESERVATION
 
 
 def charge(call: Call, estimated: tuple[int, int]) -> tuple[int, int] | None:
@@ -151,9 +151,7 @@ class Quota:
         if key is None or (key.tpm is None and key.budget_usd is None) or call.body is None or call.endpoint != "chat":
             await self.app(scope, receive, send)
             return
-        # Counting a big body takes milliseconds of CPU: not on the event loop.
-        body, size = call.body, call.body_size
-        estimated = await offload(call, lambda: estimate(body, size), COUNT_OFFLOAD_BYTES)
+        estimated = estimate(call.body, call.body_size, await counted_input(call))
         entry = self.ledgers.tokens.reserve(key, sum(estimated)) if key.tpm is not None else None
         account, max_cost = None, 0.0
         if key.budget_usd is not None:

@@ -87,6 +87,15 @@ async def offload(call: Call, func: Callable[[], Any], above: int = OFFLOAD_BYTE
     return func()
 
 
+async def counted_input(call: Call) -> int:
+    """The request's input tokens by our tokenizer, counted once per request (the quota's
+    reservation and the translated stream's first usage figure both need it)."""
+    if call.counted_tokens is None:
+        body = call.body
+        call.counted_tokens = await offload(call, lambda: count_anthropic_tokens(body), COUNT_OFFLOAD_BYTES)
+    return call.counted_tokens
+
+
 class Translate:
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -119,13 +128,13 @@ class ClientResponse:
             else:
                 estimate = 0
                 if call.stream and call.protocol is ApiStyle.ANTHROPIC:
-                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
+                    estimate = await counted_input(call)
                 self.inner = CrossProtocol(call, self._send, estimate)
         await self.inner.send(message)
 
 
 async def send_count(call: Call, send: Any) -> None:
-    tokens = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
+    tokens = await counted_input(call)
     start, body = json_response(200, {"input_tokens": tokens})
     await send(start)
     await send(body)
@@ -262,7 +271,7 @@ class CrossProtocol(_Responder):
                 usage = upstream.get("usage")
                 if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
                     # No usage from the upstream: Claude Code's context meter still needs a figure.
-                    estimate = await offload(call, lambda: count_anthropic_tokens(call.body), COUNT_OFFLOAD_BYTES)
+                    estimate = await counted_input(call)
                 answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)
             else:
                 answer = tresp.anthropic_to_openai(upstream, client_model=model)
