@@ -64,8 +64,7 @@ BENCH_VENV = ROOT / ".venv-bench"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "overhead.json"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Published as compromised on PyPI: never install these, whatever pyproject says.
-BAD_LITELLM = ("1.82.7", "1.82.8")
+KNOWN_BAD = ROOT / "requirements" / "known-bad.txt"  # releases published compromised on PyPI
 GATEWAY_KEY = "jk-bench-not-a-secret"
 LITELLM_KEY = "sk-bench-not-a-secret"
 REQUEST_TIMEOUT_S = 30.0
@@ -568,12 +567,22 @@ def litellm_env() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+def bad_litellm_versions() -> set[str]:
+    """LiteLLM releases on the project's known-bad list: never installed, whatever pyproject says."""
+    versions = set()
+    for line in KNOWN_BAD.read_text().splitlines():
+        name, sep, version = line.partition("#")[0].strip().partition("==")
+        if sep and name.strip().lower() == "litellm":
+            versions.add(version.strip())
+    return versions
+
+
 def bench_requirements() -> list[str]:
     """The `bench` extra of pyproject.toml: the single place the LiteLLM pin lives."""
     with open(ROOT / "pyproject.toml", "rb") as f:
         reqs = tomllib.load(f)["project"]["optional-dependencies"]["bench"]
     for req in reqs:
-        if req.replace(" ", "").startswith("litellm") and any(f"=={bad}" in req for bad in BAD_LITELLM):
+        if req.replace(" ", "").startswith("litellm") and any(f"=={bad}" in req for bad in bad_litellm_versions()):
             raise SystemExit(f"refusing to install {req}: that release was compromised")
     return reqs
 
@@ -606,7 +615,7 @@ def litellm_unavailable() -> str | None:
         return f"{BENCH_VENV.name}/bin/litellm not found (run with --setup-litellm to create it)"
     version = litellm_version()
     pinned = next((r.split("==", 1)[1] for r in bench_requirements() if "litellm" in r and "==" in r), None)
-    if version in BAD_LITELLM:
+    if version in bad_litellm_versions():
         return f"litellm {version} in {BENCH_VENV.name} is a compromised release; remove that venv"
     if pinned and version != pinned:
         return f"litellm {version} in {BENCH_VENV.name}, but {pinned} is pinned (rerun with --setup-litellm)"
