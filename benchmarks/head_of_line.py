@@ -99,8 +99,7 @@ class Settings:
     @property
     def knobs(self) -> dict[str, str]:
         """The small streams' mock knobs: a paced stream, like a model emitting tokens."""
-        return {"words": str(self.small_words), "chunks": str(self.small_words), "gap_ms": f"{self.small_gap_ms:g}",
-                "ttft_ms": "0", "delay_ms": "0"}  # fmt: skip
+        return oh.stream_knobs(self.small_words, self.small_words, self.small_gap_ms)
 
     @property
     def big_knobs(self) -> dict[str, str]:
@@ -544,10 +543,7 @@ def render(report: dict[str, Any], settings: Settings) -> str:
                      f"max {lag['max'] * 1000:.1f} ms")  # fmt: skip
     noise = report.get("noise")
     if noise:
-        top = ", ".join(f"{p['name']} {p['cpu_pct']}%" for p in noise["top_foreign"][:3]) or "none"
-        flag = " — NOISY (latencies not comparable)" if noise["noisy"] else ""
-        lines.append(f"- noise: loadavg {noise['loadavg_before'][0]} -> {noise['loadavg_after'][0]}; busiest "
-                     f"foreign processes: {top}{flag}")  # fmt: skip
+        lines.append("- noise: " + oh.noise_summary(noise, "latencies not comparable"))
     verdict = "PASS" if all(c["result"] == "PASS" for c in report["checks"]) else "FAIL"
     lines += ["", f"**Overall: {verdict}**"]
     return "\n".join(lines)

@@ -734,10 +734,7 @@ def render(report: dict[str, Any], settings: Settings) -> str:
     lines.append(queueing_note(main, c, cost["gateway_cpu_s_per_1k_rejections"]))
     noise = report.get("noise")
     if noise:
-        top = ", ".join(f"{p['name']} {p['cpu_pct']}%" for p in noise["top_foreign"][:3]) or "none"
-        flag = " — NOISY (latencies and CPU not comparable)" if noise["noisy"] else ""
-        lines.append(f"- noise during the flood: loadavg {noise['loadavg_before'][0]} -> "
-                     f"{noise['loadavg_after'][0]}; busiest foreign processes: {top}{flag}")  # fmt: skip
+        lines.append("- noise during the flood: " + oh.noise_summary(noise, "latencies and CPU not comparable"))
     gated = [ch for ch in report["checks"] if ch["gates_exit"]]
     verdict = "PASS" if all(ch["ok"] for ch in gated) else "FAIL"
     lines += ["", f"**Overall: {verdict}** (the p99 target is reported, not gated)"]

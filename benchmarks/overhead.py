@@ -100,8 +100,7 @@ class Settings:
     @property
     def knobs(self) -> dict[str, str]:
         # Zero delays: a base delay would only add noise to a sub-millisecond delta (1.8).
-        return {"words": str(self.words), "chunks": str(self.chunks), "gap_ms": "0", "ttft_ms": "0",
-                "delay_ms": "0"}  # fmt: skip
+        return stream_knobs(self.words, self.chunks)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -968,12 +967,20 @@ def phase_table(summary: dict[str, Any]) -> list[str]:
         row += [fmt(e["rps"], 0), fmt(e["proxy_cpu_s_per_1k"], 3), fmt(e["mock_cpu_s_per_1k"], 3),
                 fmt(e["client_cpu_s_per_1k"], 3), errors]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
-    noise = summary["noise"]
-    top = ", ".join(f"{p['name']} {p['cpu_pct']}%" for p in noise["top_foreign"][:3]) or "none"
-    flag = " — NOISY" if noise["noisy"] else ""
-    load = f"loadavg {noise['loadavg_before'][0]} -> {noise['loadavg_after'][0]}"
-    lines += ["", f"noise: {load}; busiest foreign processes: {top}{flag}"]
+    lines += ["", "noise: " + noise_summary(summary["noise"])]
     return lines
+
+
+def noise_summary(noise: dict[str, Any], when_noisy: str = "") -> str:
+    """The noise guard's record in one line: load average and the busiest foreign processes."""
+    top = ", ".join(f"{p['name']} {p['cpu_pct']}%" for p in noise["top_foreign"][:3]) or "none"
+    flag = f" — NOISY{f' ({when_noisy})' if when_noisy else ''}" if noise["noisy"] else ""
+    return f"loadavg {noise['loadavg_before'][0]} -> {noise['loadavg_after'][0]}; busiest foreign processes: {top}{flag}"
+
+
+def stream_knobs(words: int, chunks: int, gap_ms: float = 0) -> dict[str, str]:
+    """Mock knobs for a reply of `words` words in `chunks` chunks `gap_ms` apart, answered at once."""
+    return {"words": str(words), "chunks": str(chunks), "gap_ms": f"{gap_ms:g}", "ttft_ms": "0", "delay_ms": "0"}
 
 
 def verdicts(summaries: list[dict[str, Any]]) -> list[str]:

@@ -111,8 +111,7 @@ class Settings:
     @property
     def knobs(self) -> dict[str, str]:
         # Paced streams, like a model emitting tokens: the gateway holds each stream for a while.
-        return {"words": str(self.words), "chunks": str(self.chunks), "gap_ms": f"{self.gap_ms:g}",
-                "ttft_ms": "0", "delay_ms": "0"}  # fmt: skip
+        return oh.stream_knobs(self.words, self.chunks, self.gap_ms)
 
     @property
     def load_s(self) -> float:
@@ -817,10 +816,7 @@ def render(report: dict[str, Any], settings: Settings) -> str:
         lines.append(f"- gateway CPU during load: {cpu:.0f}% of one core")
     noise = report.get("noise")
     if noise:
-        top = ", ".join(f"{p['name']} {p['cpu_pct']}%" for p in noise["top_foreign"][:3]) or "none"
-        flag = " — NOISY (latencies and CPU not comparable; memory checks unaffected)" if noise["noisy"] else ""
-        lines.append(f"- noise: loadavg {noise['loadavg_before'][0]} -> {noise['loadavg_after'][0]}; busiest "
-                     f"foreign processes: {top}{flag}")  # fmt: skip
+        lines.append("- noise: " + oh.noise_summary(noise, "latencies and CPU not comparable; memory checks unaffected"))
     verdict = "PASS" if report["checks"] and all(c["result"] == "PASS" for c in report["checks"]) else "FAIL"
     lines += ["", f"**Overall: {verdict}**"]
     return "\n".join(lines)

@@ -590,7 +590,7 @@ class _Builder:
         values: dict[str, float] = {}
         for name in ("input", "output"):
             value = raw.get(name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if not is_number(value) or value < 0:
                 self.error(f"{path}.{name}", f"expected USD per million tokens (a number >= 0), got {value!r}")
                 return None
             values[name] = float(value)
@@ -782,7 +782,7 @@ class _Builder:
             return SelectionPolicy()
         weights: list[float] = []
         for j, weight in enumerate(raw_weights):
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 < weight < float("inf"):
+            if not is_number(weight) or not 0 < weight < float("inf"):
                 self.error(f"{path}.weights[{j}]", f"expected a positive number, got {weight!r}")
                 return SelectionPolicy()
             weights.append(float(weight))
@@ -810,7 +810,7 @@ class _Builder:
             if not isinstance(address, str) or not address:
                 self.error(f"{path}.address", f"expected a host address, got {address!r}")
                 continue
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            if not is_number(port, whole=True) or not 0 <= port <= 65535:
                 self.error(f"{path}.port", f"expected a port number 0-65535, got {port!r}")
                 continue
             timeout = item.get("timeout")
@@ -857,12 +857,12 @@ class _Builder:
             limits = {}
             for field_name in ("rpm", "max_parallel", "tpm"):
                 number = item.get(field_name)
-                if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+                if number is not None and (not is_number(number, whole=True) or number < 1):
                     self.error(f"{path}.{field_name}", f"expected a whole number >= 1, got {number!r}")
                     number = None
                 limits[field_name] = number
             budget = item.get("budget_usd")
-            if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
+            if budget is not None and (not is_number(budget) or budget <= 0):
                 self.error(f"{path}.budget_usd", f"expected a positive amount of US dollars, got {budget!r}")
                 budget = None
             window = item.get("budget_window")
@@ -885,7 +885,7 @@ class _Builder:
         for item in fields(Limits):
             value = raw.get(item.name, item.default)
             floor = _LIMIT_FLOORS[item.name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < floor:
+            if not is_number(value, whole=True) or value < floor:
                 self.error(f"limits.{item.name}", f"expected an integer >= {floor}, got {value!r}")
                 continue
             values[item.name] = value
@@ -900,7 +900,7 @@ class _Builder:
         if not self.typed("access_log.prompts", prompts, bool, "true or false"):
             prompts = False
         chars = raw.get("prompt_max_chars", AccessLog.prompt_max_chars)
-        if not isinstance(chars, int) or isinstance(chars, bool) or chars < 1:
+        if not is_number(chars, whole=True) or chars < 1:
             self.error("access_log.prompt_max_chars", f"expected a whole number >= 1, got {chars!r}")
             chars = AccessLog.prompt_max_chars
         return AccessLog(prompts, chars)
@@ -915,7 +915,7 @@ class _Builder:
             if key in raw:
                 self.warnings.append(f"tracing.{key}: not used by Junction (it exports OTLP over HTTP: otlp_endpoint)")
         sampling = raw.get("random_sampling", 100)
-        if not isinstance(sampling, (int, float)) or isinstance(sampling, bool) or not 0 <= sampling <= 100:
+        if not is_number(sampling) or not 0 <= sampling <= 100:
             self.error("tracing.random_sampling", f"expected a percentage 0-100, got {sampling!r}")
             sampling = 100
         endpoint = raw.get("otlp_endpoint")
@@ -971,7 +971,7 @@ class _Builder:
         counts = {k: raw.pop(k) for k in ("retries", "failures_to_cool") if k in raw}
         durations = self.durations_of("failover", raw, Failover)
         for name, value in counts.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_number(value, whole=True) or value < 0:
                 self.error(f"failover.{name}", f"expected a whole number >= 0, got {value!r}")
             else:
                 durations[name] = value
@@ -1030,6 +1030,11 @@ class _Builder:
         return value
 
 
+def is_number(value: Any, whole: bool = False) -> bool:
+    """An int (or, unless `whole`, a float) from YAML; `true`/`false` are ints to Python, not here."""
+    return isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
+
+
 def _is_metadata_host(host: str) -> bool:
     """Cloud metadata endpoints (169.254.169.254 and the like) hand out credentials: refusing
     them as upstreams closes the classic SSRF path."""
@@ -1043,7 +1048,7 @@ def _is_metadata_host(host: str) -> bool:
 
 def parse_duration(path: str, value: Any, builder: _Builder) -> float | None:
     """`300s`, `5m`, `1500ms` or a number of seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         return float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
     if not match:

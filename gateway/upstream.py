@@ -280,7 +280,8 @@ class Upstream:
             for attempt in range(self.policy.retries + 1):
                 final = position == len(admitted) - 1 and attempt == self.policy.retries
                 try:
-                    await self._attempt(call, provider, send, final, deadline)
+                    with SELECTION.busy(provider.model):  # in flight on its model, for `least_busy`
+                        await self._attempt(call, provider, send, final, deadline)
                     return
                 except _Failed as failed:
                     failure = failed
@@ -308,11 +309,6 @@ class Upstream:
         await send({"type": "http.response.body", "body": body})
 
     async def _attempt(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
-        """`_attempt_once`, counted as in flight on its model for `selection_policy: least_busy`."""
-        with SELECTION.busy(provider.model):
-            await self._attempt_once(call, provider, send, final, deadline)
-
-    async def _attempt_once(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
         """One upstream request. Raises `_Failed` (nothing sent yet) or relays the answer."""
         call.attempts += 1
         url = provider.url if call.endpoint == "chat" else provider.endpoint_url("/count_tokens")
@@ -345,8 +341,7 @@ class Upstream:
                     first_chunk = await anext(chunks, b"")
         except (TimeoutError, httpx.HTTPError) as exc:
             error = self._transport_error(provider, exc, before_first_byte=True)
-            self._failed(call, provider, error_kind(exc, before_first_byte=True))
-            raise error if final else _Failed(error) from None
+            raise self._give_up(call, provider, error_kind(exc, before_first_byte=True), error, final) from None
         call.upstream_ms = (time.perf_counter() - sent) * 1000
         status = response.status_code
         if status in (401, 403) and not provider.passthrough_auth:
@@ -363,18 +358,16 @@ class Upstream:
             log.warning("upstream '%s' refused the gateway's credentials (HTTP %d); check its access_key and "
                         "headers. It said: %s", provider.model, status,
                         said[:500].decode("utf-8", errors="replace"))  # fmt: skip
-            self._failed(call, provider, f"auth_refused_{status}")
             error = UpstreamAuthError(f"the upstream provider for model '{provider.model}' refused the gateway's "
                                       "credentials; the gateway operator must check its configuration")  # fmt: skip
-            raise error if final else _Failed(error)
+            raise self._give_up(call, provider, f"auth_refused_{status}", error, final)
         if 300 <= status < 400:
             # Never followed (a redirect could send the request, and its key, anywhere) and no
             # API answers with one: a misconfigured upstream, so the next candidate is tried.
             await response.aclose()
-            self._failed(call, provider, "redirect")
             error = UpstreamError(f"upstream '{provider.model}' answered with a redirect (HTTP {status}), "
                                   "which the gateway does not follow; check its base_url")  # fmt: skip
-            raise error if final else _Failed(error)
+            raise self._give_up(call, provider, "redirect", error, final)
         if status in RETRYABLE and not final:
             retry_after = retry_after_seconds(response)
             answer = None
@@ -447,6 +440,12 @@ class Upstream:
         self._count(call, provider, kind)
         if self.health.failure(provider.model, retry_after) and self.metrics is not None:
             self.metrics.cooldowns.labels(provider.model).inc()
+
+    def _give_up(self, call: Call, provider: Provider, kind: str, error: GatewayError, final: bool) -> Exception:
+        """A failed attempt without an answer worth relaying: recorded, and the exception that ends it
+        (for the last candidate, the error the client gets)."""
+        self._failed(call, provider, kind)
+        return error if final else _Failed(error)
 
     def _count(self, call: Call, provider: Provider, kind: str) -> None:
         call.error_type = kind

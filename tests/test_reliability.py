@@ -631,8 +631,7 @@ def test_r19_budget_reserves_before_the_call(mock: str, tmp_path_factory: pytest
         assert 0.01 <= spent <= 0.01 + max_cost
         assert len(served) < 0.01 / cost(served[0]) + 2  # the books count every served request
         metrics = httpx.get(f"{base}/metrics").text
-        line = next(x for x in metrics.splitlines() if x.startswith('junction_key_spend_usd_total{key="capped"}'))
-        assert abs(float(line.split()[-1]) - spent) < 1e-9
+        assert abs(metric_lines(metrics, "junction_key_spend_usd_total")['{key="capped"}'] - spent) < 1e-9
         # Anthropic clients are told in their own terms (402 billing_error).
         with pytest.raises(anthropic.APIStatusError) as info:
             anthropic.Anthropic(base_url=base, api_key="capped-budget-key-1", max_retries=0).messages.create(
