@@ -11,11 +11,11 @@ Suites (data read at run time from ../shared/routing-data, or --data; never copi
 * sgd            Schema-Guided Dialogue, 17 domain routes, multi-turn (test = the SGD dev split;
                  examples and calibration come from the train split)
 * mt_bench       MT-bench, 8 category routes, turn 1 and the follow-up turn 2
-* agent          our own held-out set (benchmarks/routing/agent_eval.yaml) on the seed config's
-                 three routes, Claude Code-style agent conversations included; agent_dev is the
-                 development set the defaults were chosen on
+* agent          the preference-routing development set (agent_routes_dev.jsonl: 400 coding-agent and
+                 chat requests, 26 % not in English) on the seed config's three routes, each item a whole
+                 request body decided as a new conversation, exactly as `junction route eval` does
 
-Configurations: A = route descriptions only (the shipped defaults, example bank included);
+Configurations: A = route descriptions only (the shipped defaults: task head and route mapping);
 B(k) = descriptions + k examples per route from the train split; C(k) = B(k) + a threshold and
 margin calibrated on the validation split. Route descriptions live in benchmarks/routing/*.yaml
 (written once from label names) or are derived mechanically from label names.
@@ -46,16 +46,18 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.encoder import Encoder  # noqa: E402
-from router.preferences import Router, RouterSettings, judge  # noqa: E402
+from router import evaluate  # noqa: E402
+from router.encoder import Encoder, build_encoder  # noqa: E402
+from router.preferences import Router, RouterSettings, fresh_verdict  # noqa: E402
+from router.taxonomy import load_head  # noqa: E402
 
 SUITES_DIR = Path(__file__).resolve().parent / "routing"
 DEFAULT_DATA = ROOT.parent / "shared" / "routing-data"
 RESULTS = Path(__file__).resolve().parent / "results"
 NONE = "(none)"
-# Configurations A and B always route (no threshold, no margin, no "unrouted" bank classes), so they
-# measure classification alone; C adds the calibrated threshold/margin and the unrouted classes.
-NO_ABSTAIN = dict(threshold=-1.0, margin=0.0, bank_unrouted=False)
+# Configurations A and B always route (no similarity threshold, no margin), so they measure
+# classification alone; C adds the threshold and margin calibrated on validation data.
+NO_ABSTAIN = dict(threshold=-1.0, margin=0.0)
 
 # Regression floors for the --quick run (set below the figures measured when they were chosen; see
 # benchmarks/routing/README.md). tests/test_router_regression.py fails when a figure drops below.
@@ -68,8 +70,7 @@ QUICK_FLOORS = {
     "sgd/A/turn_accuracy": 0.82,
     "sgd/A/conversation_accuracy": 0.50,
     "mt_bench/A/turn1_accuracy": 0.40,
-    "agent/A/accuracy": 0.72,
-    "agent/A/conversation_accuracy": 0.45,
+    "agent/A/accuracy": 0.85,
 }
 # Ceilings on the same run: generous, to catch a fall back to a slow path, not machine noise.
 QUICK_CEILINGS = {"latency/short/p50_ms": 25.0}
@@ -187,6 +188,7 @@ def dialogue_metrics(dialogues: list[tuple[list[str], list[str]]]) -> dict[str, 
 
 def calibrate(scores: np.ndarray, gold: Sequence[str], classes: list[str], n_routes: int,
               base: RouterSettings, keep: float = 0.97) -> tuple[float, float]:  # fmt: skip
+    """(`scores`: description similarities per route, `classes`: the routes.)"""
     """Threshold and margin that catch the most out-of-scope queries while keeping at least `keep`
     of the in-scope accuracy obtained without abstention (validation data only)."""
     top_i = np.argsort(-scores, axis=1)
@@ -216,34 +218,46 @@ def calibrate(scores: np.ndarray, gold: Sequence[str], classes: list[str], n_rou
 
 
 def sample_examples(rows: list[dict[str, Any]], label: str, k: int, seed: int) -> dict[str, list[str]]:
-    by: dict[str, list[str]] = collections.defaultdict(list)
+    """k training texts per route, drawn at random; for a route made of several intents (CLINC
+    domains) drawn round-robin over its intents, as a user writing examples covers each sub-task
+    their description lists."""
+    by: dict[str, dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for r in rows:
-        by[r[label]].append(r["text"])
+        by[r[label]][r.get("intent", r[label])].append(r["text"])
     rng = np.random.default_rng(seed)
-    return {name: list(rng.choice(texts, size=min(k, len(texts)), replace=False)) for name, texts in sorted(by.items())}
+    out: dict[str, list[str]] = {}
+    for name, groups in sorted(by.items()):
+        pools = {g: list(rng.permutation(texts)) for g, texts in sorted(groups.items())}
+        order = list(rng.permutation(sorted(pools)))
+        picked: list[str] = []
+        while len(picked) < k and any(pools.values()):
+            for g in order:
+                if pools[g] and len(picked) < k:
+                    picked.append(str(pools[g].pop()))
+        out[name] = picked
+    return out
 
 
 def routes_with(routes: list[dict[str, Any]], examples: dict[str, list[str]] | None) -> list[dict[str, Any]]:
     return [{**r, "models": ["-"], "examples": (examples or {}).get(r["name"], [])} for r in routes]
 
 
-def predict(router: Router, queries: np.ndarray, settings: RouterSettings) -> tuple[list[str], np.ndarray]:
+def predict(router: Router, queries: np.ndarray, settings: RouterSettings) -> list[str]:
+    """Fresh verdicts for pre-computed query vectors, through the router's own index."""
     index = router.prepare_sync()
     assert index is not None
-    scores = index.score(queries)
-    preds = []
-    for row in scores:
-        v = judge(index.classes, index.n_routes, row, settings)
-        preds.append(v.route if v.route is not None else NONE)
-    return preds, scores
+    return [v.route if v.route is not None else NONE
+            for v in (fresh_verdict(index, a, settings) for a in index.assess(queries))]  # fmt: skip
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.data = Path(args.data)
-        self.encoder = Encoder(cache_size=400_000)
-        self.short_encoder = Encoder(max_tokens=64)  # ablation: a 64-token budget instead of 128
+        head = load_head()
+        self.head = head
+        self.encoder = build_encoder(head.encoders, max_tokens=head.max_tokens, cache_size=400_000)
+        self.long_encoder = build_encoder(head.encoders, max_tokens=128, cache_size=20_000)  # ablation: 128 tokens
         self.results: dict[str, Any] = {}
         self.confusions: dict[str, tuple[list[str], list[str], str]] = {}
         self.rng_seed = args.seed
@@ -256,7 +270,7 @@ class Bench:
             out.append(self.encoder.encode_sync(texts[start : start + 512]))
             bar.update(len(texts[start : start + 512]))
         bar.close()
-        return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.encoder.dim), dtype=np.float32)
 
     def router(self, routes: list[dict[str, Any]], settings: RouterSettings) -> Router:
         router = Router(routes, self.encoder, settings)
@@ -287,29 +301,27 @@ class Bench:
         gold_v = [r[label] if r[label] != "oos" else NONE for r in val]
         res: dict[str, Any] = {"routes": len(routes), "test_inscope": len(test_in), "test_oos": len(test_oos)}
         base = RouterSettings()
-        configs: list[tuple[str, int, bool, bool]] = [("A", 0, False, True), ("A-no-bank", 0, False, False)]
+        configs: list[tuple[str, int, bool, bool]] = [("A", 0, False, True), ("A-similarity", 0, False, False)]
         for k in self.args.ks:
             configs.append((f"B{k}", k, False, True))
         if has_val:
             configs.append(("C0", 0, True, True))
             configs += [(f"C{k}", k, True, True) for k in self.args.ks]
         bar = progress(len(configs), name)
-        for cfg, k, calibrated, bank in configs:
+        for cfg, k, calibrated, head in configs:
             examples = sample_examples(train, label, k, self.rng_seed) if k else None
-            settings = replace(base, use_bank=bank, **NO_ABSTAIN)
-            if calibrated:
-                settings = replace(settings, bank_unrouted=base.bank_unrouted)
+            settings = replace(base, use_head=head, **NO_ABSTAIN)
             router = self.router(routes_with(routes, examples), settings)
             if not calibrated:
-                pred, _ = predict(router, q_in, settings)
+                pred = predict(router, q_in, settings)
                 out = classification(gold_in, pred)
             else:
                 assert qv is not None
                 index = router.index
                 assert index is not None
-                thr, mar = calibrate(index.score(qv), gold_v, index.classes, index.n_routes, base)
+                thr, mar = calibrate(index.similarity(qv), gold_v, list(index.routes), index.n_routes, base)
                 tuned = replace(settings, threshold=thr, margin=mar)
-                pred, _ = predict(router, q, tuned)
+                pred = predict(router, q, tuned)
                 out = classification(gold, pred)
                 out.update(threshold=thr, margin=mar)
                 if cfg == f"C{max(self.args.ks)}":
@@ -418,7 +430,7 @@ class Bench:
         self.embed([t for r in rows for t in r["turns"]], "mt_bench")
         res: dict[str, Any] = {"routes": len(routes), "questions": len(rows)}
         base = replace(RouterSettings(), **NO_ABSTAIN)
-        for cfg in ("A", "A-no-bank", "A-64-tokens", "B5"):
+        for cfg in ("A", "A-similarity", "A-128-tokens", "B5"):
             folds: list[tuple[list[dict[str, Any]], dict[str, list[str]] | None]] = []
             if cfg == "B5":  # two folds: examples from the other half of the questions
                 for parity in (0, 1):
@@ -431,8 +443,8 @@ class Bench:
                 folds.append((rows, None))
             t1g, t1p, dialogues = [], [], []
             for subset, examples in folds:
-                settings = replace(base, use_bank=cfg != "A-no-bank")
-                encoder = self.short_encoder if cfg == "A-64-tokens" else self.encoder
+                settings = replace(base, use_head=cfg != "A-similarity")
+                encoder = self.long_encoder if cfg == "A-128-tokens" else self.encoder
                 router = Router(routes_with(routes, examples), encoder, settings)
                 convs = [[(r["turns"][0], r["category"]), (r["turns"][1], r["category"])] for r in subset]
                 for gold, pred in self.run_dialogues(router, convs, f"mt_bench {cfg}"):
@@ -453,47 +465,39 @@ class Bench:
 
     # -- our agent / chat set ---------------------------------------------------------------------
     def agent(self) -> None:
+        """The shared development set through `Router.decide_sync`, one new conversation per item."""
         seed_routes = yaml.safe_load((ROOT / "plano_config.yaml").read_text())["routing_preferences"]
-        res: dict[str, Any] = {}
-        for which in ("agent_eval", "agent_dev"):
-            spec = yaml.safe_load((SUITES_DIR / f"{which}.yaml").read_text())
-            rows = [(c["text"], c["gold"] or NONE) for c in spec["single"]]
-            name = "agent" if which == "agent_eval" else "agent_dev"
-            out: dict[str, Any] = {"single": len(rows), "conversations": len(spec["multi"])}
-            for cfg, settings, encoder in (("A", RouterSettings(), self.encoder),
-                                           ("A-no-bank", RouterSettings(use_bank=False), self.encoder),
-                                           ("A-no-sticky", RouterSettings(sticky=False), self.encoder),
-                                           ("A-64-tokens", RouterSettings(), self.short_encoder)):  # fmt: skip
-                router = Router(seed_routes, encoder, settings)
-                pred = [router.decide_sync(single_turn_body(t), "anthropic").route or NONE for t, _ in rows]
-                single = classification([g for _, g in rows], pred)
-                convs = []
-                for conv in spec["multi"]:
-                    convs.append(play_conversation(router, conv))
-                multi = dialogue_metrics(convs)
-                gold_all = [g for _, g in rows] + multi["_gold"]
-                pred_all = pred + multi["_pred"]
-                out[cfg] = {
-                    "accuracy": float(np.mean([g == p for g, p in zip(gold_all, pred_all)])),
-                    "single_accuracy": single["accuracy"],
-                    "single_macro_f1": single["macro_f1"],
-                    "no_route_recall": single.get("oos_recall"),
-                    "routed_accuracy": single.get("inscope_accuracy"),
-                    "turn_accuracy": multi["turn_accuracy"],
-                    "conversation_accuracy": multi["conversation_accuracy"],
-                    "flap_rate": multi["flap_rate"],
-                    "confused": confused_pairs(gold_all, pred_all),
-                }
-                if cfg == "A" and which == "agent_eval":
-                    self.confusions["agent"] = (gold_all, pred_all, "agent A (held-out set)")
-            res[name] = out
-        self.results["agent"] = res["agent"]
-        self.results["agent_dev"] = res["agent_dev"]
+        items = evaluate.read_items(self.data / "agent_routes_dev.jsonl")
+        if self.args.quick:
+            items = items[::3]
+        res: dict[str, Any] = {"items": len(items), "file": "agent_routes_dev.jsonl (development set)"}
+        configs = (("A", RouterSettings(), self.encoder), ("A-no-sticky", RouterSettings(sticky=False), self.encoder),
+                   ("A-no-markers", RouterSettings(switch_markers=False), self.encoder),
+                   ("A-similarity", RouterSettings(use_head=False), self.encoder),
+                   ("A-128-tokens", RouterSettings(), self.long_encoder))  # fmt: skip
+        for cfg, settings, encoder in configs:
+            if self.args.quick and cfg not in ("A", "A-similarity"):
+                continue
+            router = Router(seed_routes, encoder, settings)
+            results = evaluate.run(tracked(items, f"agent {cfg}"),  # type: ignore[arg-type]
+                                   lambda i: router.decide_sync(i.body, i.protocol, f"agent-{cfg}-{i.id}"))  # type: ignore[arg-type]
+            summary = evaluate.summarise(results)
+            en = [r for r in results if r.get("lang") == "en"]
+            other = [r for r in results if r.get("lang") != "en"]
+            res[cfg] = {"accuracy": summary["accuracy"], "by_kind": summary["by"].get("kind", {}),
+                        "by_lang": summary["by"].get("lang", {}), "by_gold": summary["by"].get("gold", {}),
+                        "english": evaluate.accuracy(en), "non_english": evaluate.accuracy(other),
+                        "per_route": summary["per_route"], "reasons": summary["reasons"],
+                        "confused": confused_pairs([r["gold"] for r in results], [r["route"] for r in results])}  # fmt: skip
+            if cfg == "A":
+                self.confusions["agent"] = ([r["gold"] for r in results], [r["route"] for r in results], "agent_routes_dev A")
+                res["misses"] = [{k: r[k] for k in ("id", "kind", "lang", "gold", "route", "reason")} for r in results if not r["correct"]]
+        self.results["agent"] = res
 
     # -- latency ----------------------------------------------------------------------------------
     def latency(self) -> None:
         seed_routes = yaml.safe_load((ROOT / "plano_config.yaml").read_text())["routing_preferences"]
-        enc = Encoder(cache_size=0)  # no cache: every decision encodes
+        enc = build_encoder(self.head.encoders, max_tokens=self.head.max_tokens, cache_size=0)  # every decision encodes
         router = Router(seed_routes, enc)
         router.prepare_sync()
         n = 60 if self.args.quick else 600

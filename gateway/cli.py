@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
 
@@ -118,11 +119,14 @@ class DrainingServer(uvicorn.Server):
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    """Print the routing decision for a text or a JSON conversation on stdin, without an LLM call."""
+    """Print the routing decision for a text or a JSON conversation on stdin, without an LLM call;
+    `junction route eval FILE.jsonl` measures accuracy on labelled traffic instead."""
     import json
 
     from gateway.chain.routing import build_router
 
+    if args.text and args.text[0] == "eval":
+        return cmd_route_eval(args)
     config = _load_or_exit(args.config)
     router = build_router(config)
     if router is None:
@@ -141,20 +145,96 @@ def cmd_route(args: argparse.Namespace) -> int:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             print("stdin: expected a JSON request body with `messages`, or a list of messages", file=sys.stderr)
             return EXIT_CONFIG
+    if args.explain:
+        explained = router.explain(body, args.protocol, args.session)
+        if args.json:
+            print(json.dumps(explained, indent=2, ensure_ascii=False))
+        else:
+            print(explanation_text(explained))
+        return 0
     decision = router.decide_sync(body, args.protocol, args.session)
     if args.json:
-        print(json.dumps(decision.as_dict(), indent=2))
+        print(json.dumps(decision.as_dict(), indent=2, ensure_ascii=False))
         return 0
-    models = ", ".join(m.model for m in decision.models) or "-"
-    print(f"route:   {decision.route or 'none'} ({decision.reason})")
-    print(f"models:  {models}")
-    if decision.score is not None:
-        margin = f", margin {decision.margin:.3f} over {decision.runner_up}" if decision.margin is not None else ""
-        print(f"score:   {decision.score:.3f}{margin}")
-    for name, score in sorted(decision.scores.items(), key=lambda item: -item[1]):
-        print(f"  {score:7.3f}  {name}")
-    print(f"text:    {decision.text[:200]!r}")
-    print(f"latency: {decision.latency_ms:.2f} ms")
+    print(decision_text(decision.as_dict()))
+    return 0
+
+
+def decision_text(d: dict[str, Any]) -> str:
+    models = ", ".join(d["models"]) or "-"
+    lines = [f"route:   {d['route'] or 'none'} ({d['reason']}{', after switch ' + repr(d['switch']) if d.get('switch') else ''})",
+             f"models:  {models}"]  # fmt: skip
+    if d.get("previous") is not None:
+        lines.append(f"previous route: {d['previous']}")
+    if d.get("score") is not None:
+        margin = f", margin {d['margin']:.3f} over {d['runner_up']}" if d.get("margin") is not None else ""
+        lines.append(f"score:   {d['score']:.3f}{margin}")
+    if d.get("unrouted"):
+        lines.append(f"no route: the request is {d['unrouted']}, which no route claims")
+    lines.append(f"route scores ({'probability' if d.get('mode') == 'head' else 'similarity'}):")
+    for name, score in sorted(d["scores"].items(), key=lambda item: -item[1]):
+        lines.append(f"  {score:7.3f}  {name}")
+    if d.get("tasks"):
+        lines.append("task classes: " + ", ".join(f"{k} {v:.2f}" for k, v in d["tasks"].items()))
+    lines.append(f"text:    {d['text'][:200]!r}")
+    lines.append(f"latency: {d['latency_ms']:.2f} ms")
+    return "\n".join(lines)
+
+
+def explanation_text(e: dict[str, Any]) -> str:
+    lines = [decision_text(e["decision"]), ""]
+    lines.append("routes:")
+    for name, r in e["routes"].items():
+        how = f"task classes {', '.join(r['tasks'])}" if r["tasks"] else "description similarity (matches no task class)"
+        extra = f"; from its examples: {', '.join(r['tasks_from_examples'])}" if r.get("tasks_from_examples") else ""
+        lines.append(f"  {name}: {how}{extra}")
+    if "tasks" in e:
+        lines.append("")
+        lines.append(f"task classes (probability; no route {e['no_route']:.3f}, follow-up {e['followup']:.3f}):")
+        for name, p in list(e["tasks"].items())[:10]:
+            lines.append(f"  {p:7.3f}  {name}")
+    if e.get("nearest_training"):
+        lines.append("")
+        lines.append("nearest training requests:")
+        for n in e["nearest_training"]:
+            lines.append(f"  {n['similarity']:.3f}  [{n['task']}, {n['lang']}] {n['text'][:110]!r}")
+    if e.get("nearest_route_texts"):
+        lines.append("")
+        lines.append("nearest route descriptions and examples:")
+        for n in e["nearest_route_texts"]:
+            lines.append(f"  {n['similarity']:.3f}  [{n['route']}] {n['text'][:110]!r}")
+    return "\n".join(lines)
+
+
+def cmd_route_eval(args: argparse.Namespace) -> int:
+    """`junction route eval FILE.jsonl [--out DIR]`: accuracy of the config's router on labelled traffic."""
+    from gateway.chain.routing import build_router
+    from router import evaluate
+
+    if len(args.text) != 2:
+        print("usage: junction route eval FILE.jsonl [--out DIR] [--config CONFIG]", file=sys.stderr)
+        return EXIT_CONFIG
+    path = Path(args.text[1])
+    try:
+        items = evaluate.read_items(path)
+    except (OSError, evaluate.EvalError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _load_or_exit(args.config)
+    router = build_router(config)
+    if router is None:
+        print(f"{args.config}: no routing_preferences; nothing to evaluate", file=sys.stderr)
+        return 1
+    known = {p.name for p in config.preferences} | {evaluate.NONE}
+    unknown = sorted({i.gold for i in items} - known)
+    if unknown:
+        print(f"{path}: expected routes not in {args.config}: {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_CONFIG
+    results = evaluate.run(items, lambda i: router.decide_sync(i.body, i.protocol, f"eval:{path}:{i.id}"))  # type: ignore[arg-type]
+    summary = evaluate.summarise(results)
+    print(evaluate.table(summary))
+    paths = evaluate.write_outputs(results, summary, Path(args.out) if args.out else Path.cwd(), path.stem)
+    print("\nwrote " + ", ".join(paths.values()))
     return 0
 
 
@@ -188,12 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
     add("validate", cmd_validate, "check a config; exit 2 on errors")
     add("models", cmd_models, "list providers, models, aliases and which keys are set")
-    route = add("route", cmd_route, "show the routing decision for a text (or a JSON conversation on stdin)")
+    route = add("route", cmd_route, "show the routing decision for a text (or a JSON conversation on stdin); "
+                "`route eval FILE.jsonl`: accuracy on labelled traffic")
     route.add_argument("text", nargs="*", help="the user's message; omit to read a JSON body from stdin")
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
     route.add_argument("--protocol", choices=["anthropic", "openai"], default="anthropic",
                        help="how to read a JSON body from stdin (default: anthropic)")  # fmt: skip
     route.add_argument("--session", help="session id, as the x-junction-session header would give")
+    route.add_argument("--explain", action="store_true",
+                       help="also print every task class's probability, each route's task classes and the nearest "
+                            "training requests")  # fmt: skip
+    route.add_argument("--out", help="route eval: folder for the decisions, summary and confusion PNG (default: .)")
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
     mock.add_argument("--host", help="bind address (default 127.0.0.1)")
     mock.add_argument("--port", type=int, help="port (default 9100)")

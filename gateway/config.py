@@ -204,10 +204,13 @@ class RoutingOptions:
 
 # routing: keys -> (RouterSettings field, type). Plano's own session keys map onto ours.
 _ROUTER_SETTINGS = {
+    "use_head": ("use_head", bool), "head": ("head", str), "route_threshold": ("route_threshold", float),
+    "map_threshold": ("map_threshold", float), "example_share": ("example_share", float),
+    "followup_threshold": ("followup_threshold", float), "switch_probability": ("switch_probability", float),
+    "switch_markers": ("switch_markers", bool),
     "threshold": ("threshold", float), "margin": ("margin", float), "sticky": ("sticky", bool),
     "switch_threshold": ("switch_threshold", float), "switch_margin": ("switch_margin", float),
-    "switch_lead": ("switch_lead", float),
-    "use_bank": ("use_bank", bool), "bank_dir": ("bank_dir", str), "max_chars": ("max_chars", int),
+    "switch_lead": ("switch_lead", float), "max_chars": ("max_chars", int),
     "session_ttl_seconds": ("session_ttl_s", float), "session_max_entries": ("session_max_entries", int),
 }  # fmt: skip
 _ROUTING_PLANO_IGNORED = ("llm_provider", "model", "session_cache", "routing_budget", "route_on_user_only")

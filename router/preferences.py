@@ -1,52 +1,49 @@
-"""Route by preference: route vectors, scoring, abstention, stickiness and the decision record.
+"""Route by preference: the trained task head, route mapping, stickiness and the decision record.
 
-A route (one configured `routing_preferences` entry) is represented by several unit vectors:
+Two ways to score a request against the configured `routing_preferences`:
 
-* its description, each phrase of the description (split at commas and semicolons, and at
-  "and"/"or" inside such a list or between two multi-word phrases; each phrase also prefixed with
-  the description's topic when it has one, as in ``banking: transfers, balances``) and its
-  humanised name;
-* the `examples:` the user configured (a Junction extension of Plano's schema);
-* the example requests of every bank category (`router/bank/*.yaml`) whose description matches the
-  route's description best among all routes, above `bank_match_threshold`.
+* **Task head** (the default, `use_head`): the trained head of router/taxonomy.py gives the request's
+  probability for each task class (code_review, code_generation, math_problem, creative_writing,
+  followup, ...). Each route claims the classes its description (and `examples:`) matches; a route's
+  probability is the sum of its classes', and classes no route claims stand for "no route". So
+  "write a new function" falls to no route when the only coding route is about reviewing code, and
+  asking for the bug in a pasted snippet is code review whatever words it uses.
+* **Description similarity**: a route that claims no class (a topic such as "banking" or "travel",
+  outside the task taxonomy), or every route when the head is off or the encoder is not the one the
+  head was trained on, is scored by the mean of its `top_n` highest cosine similarities between the
+  request and the route's description, description phrases and examples.
 
-Scoring: the score of a route is the mean of its `top_n` highest cosine similarities to the request
-(top-3 mean beat max-similarity, centroid, kNN vote and a softmax head trained at load time on the
-CLINC150 validation split; see router/README.md). Bank categories that no route claimed stay in the
-index as "unrouted" classes: a request closest to one of them (say, "write a new function" when the
-only coding route is about reviewing code) gets no route.
-
-Decision: the best route wins when its score is at least `threshold` and beats the runner-up (any
-class) by `margin`; otherwise there is no route and the caller uses the requested or default
-model. With `sticky`, a session that already has a route keeps it unless the new turn's best class
-scores at least `switch_threshold`, beats the current route's score by `switch_margin` and the
-runner-up by `switch_lead`; turns without genuine user text (the agent's tool loop, image-only
-turns) keep the session's route without encoding anything.
+Stickiness: a turn without genuine user text (the agent's tool loop) keeps the session's route. A
+turn that opens with an explicit topic switch ("unrelated question: ...", "换个话题", router/switch.py)
+is decided afresh on the text after the marker. A follow-up (the head's `followup` class: "make it
+shorter", "and for n=5?") keeps the route. Any other turn moves only when the new verdict is confident
+(`switch_probability`; in similarity mode `switch_threshold`, `switch_margin` and `switch_lead`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import yaml
 
-from router.encoder import Encoder
+from router.encoder import CompositeEncoder, Encoder, build_encoder
+from router.switch import find_switch
+from router.taxonomy import (FOLLOWUP, Head, Mapping as ClassMapping, head_available, load_head, load_taxonomy,
+                             map_routes, route_probs)  # fmt: skip
 from router.turns import Protocol, Turn, latest_turn
 
-BANK_DIR = Path(__file__).resolve().parent / "bank"
-UNROUTED_PREFIX = "bank:"
+log = logging.getLogger("junction.router")
 
-REASONS = ("matched", "below_threshold", "low_margin", "unrouted", "sticky", "tool_loop", "no_text",
-           "no_preferences")  # fmt: skip
+REASONS = ("matched", "similarity", "below_threshold", "low_margin", "unrouted", "sticky", "followup", "switched",
+           "tool_loop", "no_text", "no_preferences")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,20 +68,26 @@ class Preference:
 
 @dataclass(frozen=True)
 class RouterSettings:
-    """Tuning knobs; the defaults were calibrated on validation data only (see router/README.md)."""
+    """Tuning knobs; the defaults were chosen on development data only (see router/README.md)."""
 
+    # Task head
+    use_head: bool = True  # route through the trained task head when the encoder matches it
+    head: str | None = None  # another head file (router/training/train.py --out)
+    route_threshold: float = 0.35  # probability the best route needs (and it must beat "no route")
+    map_threshold: float = 0.50  # class <-> route description affinity for a route to claim a class
+    example_share: float = 0.25  # share of a route's examples in a class for the route to claim it
+    followup_threshold: float = 0.5  # follow-up probability that keeps the session's route
+    switch_probability: float = 0.6  # probability a new verdict needs to leave the session's route
+    switch_markers: bool = True  # "unrelated question: ..." decides the rest of the turn afresh
+    # Description similarity (routes outside the taxonomy, or the head off)
     threshold: float = 0.20  # minimum route score (top-n mean cosine) for a match
-    margin: float = 0.0  # minimum lead of the best route over the runner-up class
+    margin: float = 0.0  # minimum lead of the best route over the runner-up
     top_n: int = 3  # similarities averaged per route
-    sticky: bool = True  # keep a session's route through follow-ups and tool loops
-    switch_threshold: float | None = 0.40  # score a new class needs to take over (None: threshold)
+    switch_threshold: float | None = 0.40  # score a new route needs to take over (None: threshold)
     switch_margin: float = 0.20  # lead over the current route's score needed to take over
-    switch_lead: float = 0.08  # ...and over the runner-up class (an unambiguous winner)
-    use_bank: bool = True  # augment routes with matching bank categories
-    bank_match_threshold: float = 0.50  # description <-> bank category similarity to attach it
-    bank_unrouted: bool = True  # unclaimed bank categories compete as "no route" classes
-    bank_unrouted_below: float = 0.45  # ...when their best route similarity is below this
-    bank_dir: str | None = None  # another folder of bank YAML files (default router/bank)
+    switch_lead: float = 0.08  # ...and over the runner-up (an unambiguous winner)
+    # Sessions and text
+    sticky: bool = True  # keep a session's route through follow-ups and tool loops
     history_turns: int = 3  # earlier user turns replayed when a session is unknown
     max_chars: int = 2000  # character budget of the embedded text (head + tail)
     session_ttl_s: float = 3600.0
@@ -101,15 +104,18 @@ class Decision:
     route: str | None
     models: tuple[Any, ...]
     reason: str
-    scores: dict[str, float]
+    scores: dict[str, float]  # per route: probability (task head) or similarity
     score: float | None = None  # the best route's score
     runner_up: str | None = None
     margin: float | None = None  # best minus runner-up
-    unrouted: str | None = None  # best bank category no route claimed, when it won
+    unrouted: str | None = None  # the task class no route claims that won, when there is no route
     previous: str | None = None  # the session's route before this turn
     text: str = ""
     session: str = ""
     latency_ms: float = 0.0
+    tasks: dict[str, float] = field(default_factory=dict)  # most likely task classes (task head)
+    switch: str | None = None  # the topic-switch marker that opened the turn
+    mode: str = ""  # "head" or "similarity"
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -161,85 +167,6 @@ def description_texts(description: str) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-@dataclass(frozen=True)
-class BankCategory:
-    name: str
-    description: str
-    examples: tuple[str, ...]
-    source: str
-
-
-_BANKS: dict[str, tuple[BankCategory, ...]] = {}
-
-
-def load_bank(folder: str | Path | None = None) -> tuple[BankCategory, ...]:
-    """The bank categories in `folder` (default router/bank), read once per folder."""
-    path = Path(folder) if folder else BANK_DIR
-    key = str(path.resolve())
-    if key not in _BANKS:
-        cats: list[BankCategory] = []
-        for file in sorted(path.glob("*.yaml")):
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-            for item in data.get("categories", []):
-                cats.append(BankCategory(str(item["name"]), str(item["description"]),
-                                         tuple(str(e) for e in item.get("examples", [])), file.name))  # fmt: skip
-        _BANKS[key] = tuple(cats)
-    return _BANKS[key]
-
-
-# ---------------------------------------------------------------------------------------------
-# The index
-
-
-@dataclass
-class RouteIndex:
-    """Vectors of every class (routes first, then unrouted bank categories) and their owners."""
-
-    classes: list[str]  # route names, then "bank:<category>" for unrouted categories
-    n_routes: int
-    vectors: np.ndarray  # (n_vectors, dim)
-    owner: np.ndarray  # (n_vectors,) class index
-    top_n: int
-    attached: dict[str, list[str]] = field(default_factory=dict)  # route -> bank categories
-    bank_match: dict[str, dict[str, float]] = field(default_factory=dict)  # category -> route -> sim
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        order = np.argsort(self.owner, kind="stable")
-        self.vectors = np.ascontiguousarray(self.vectors[order], dtype=np.float32)
-        self.owner = self.owner[order]
-        bounds = np.searchsorted(self.owner, np.arange(len(self.classes) + 1))
-        self.spans = [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(self.classes))]
-
-    def score(self, queries: np.ndarray) -> np.ndarray:
-        """(n_queries, n_classes) scores: mean of the top-n cosine similarities per class."""
-        sims = np.atleast_2d(queries) @ self.vectors.T
-        out = np.empty((sims.shape[0], len(self.classes)), dtype=np.float32)
-        for j, (lo, hi) in enumerate(self.spans):
-            block = sims[:, lo:hi]
-            n = min(self.top_n, hi - lo)
-            if n == 1:
-                out[:, j] = block.max(axis=1)
-            else:
-                out[:, j] = np.partition(block, hi - lo - n, axis=1)[:, hi - lo - n :].mean(axis=1)
-        return out
-
-
-def _fingerprint(prefs: Sequence[Preference], settings: RouterSettings, bank: Sequence[BankCategory]) -> str:
-    h = hashlib.sha256()
-    for p in prefs:
-        h.update(repr((p.name, p.description, p.examples)).encode())
-    h.update(repr((settings.top_n, settings.use_bank, settings.bank_match_threshold, settings.bank_unrouted,
-                   settings.bank_unrouted_below)).encode())  # fmt: skip
-    for c in bank if settings.use_bank else ():
-        h.update(repr((c.name, c.description, c.examples)).encode())
-    return h.hexdigest()
-
-
-_INDEXES: OrderedDict[tuple[int, str], RouteIndex] = OrderedDict()
-_INDEX_LOCK = threading.Lock()
-
-
 def _descriptor_texts(p: Preference) -> list[str]:
     """The description side of a route: description, its phrases and the humanised name."""
     texts = description_texts(p.description)
@@ -253,53 +180,124 @@ def _route_texts(prefs: Sequence[Preference]) -> list[list[str]]:
     return [list(dict.fromkeys(_descriptor_texts(p) + [e for e in p.examples if e.strip()])) for p in prefs]
 
 
-def _plan(prefs: Sequence[Preference], settings: RouterSettings) -> tuple[list[list[str]], tuple[BankCategory, ...]]:
-    bank = load_bank(settings.bank_dir) if settings.use_bank else ()
-    return _route_texts(prefs), bank
+# ---------------------------------------------------------------------------------------------
+# The index
+
+
+@dataclass
+class RouteIndex:
+    """Everything a decision needs that depends only on the config: route vectors and the mapping of
+    routes onto the task head's classes."""
+
+    routes: list[str]
+    vectors: np.ndarray  # (n_vectors, dim): every route's description side and examples
+    owner: np.ndarray  # (n_vectors,) route index
+    top_n: int
+    head: Head | None = None  # None: every route is decided by similarity
+    mapping: ClassMapping | None = None
+    class_owner: np.ndarray | None = None  # (n_classes,) route index or -1
+    fallback: tuple[int, ...] = ()  # routes decided by similarity
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.owner, kind="stable")
+        self.vectors = np.ascontiguousarray(self.vectors[order], dtype=np.float32)
+        self.owner = self.owner[order]
+        bounds = np.searchsorted(self.owner, np.arange(len(self.routes) + 1))
+        self.spans = [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(self.routes))]
+        self.claimed = tuple(i for i in range(len(self.routes)) if i not in self.fallback) if self.head else ()
+        self.followup = self.head.classes.index(FOLLOWUP) if self.head and FOLLOWUP in self.head.classes else None
+
+    @property
+    def n_routes(self) -> int:
+        return len(self.routes)
+
+    def similarity(self, queries: np.ndarray) -> np.ndarray:
+        """(n_queries, n_routes): mean of the top-n cosine similarities per route."""
+        sims = np.atleast_2d(queries) @ self.vectors.T
+        out = np.empty((sims.shape[0], len(self.routes)), dtype=np.float32)
+        for j, (lo, hi) in enumerate(self.spans):
+            block = sims[:, lo:hi]
+            n = min(self.top_n, hi - lo)
+            if n == 1:
+                out[:, j] = block.max(axis=1)
+            else:
+                out[:, j] = np.partition(block, hi - lo - n, axis=1)[:, hi - lo - n :].mean(axis=1)
+        return out
+
+    def assess(self, queries: np.ndarray) -> list["Assessment"]:
+        """What the head and the route vectors say about each query vector."""
+        sims = self.similarity(queries)
+        if self.head is None or self.class_owner is None:
+            return [Assessment(sims[i]) for i in range(len(sims))]
+        probs = self.head.probs(queries)
+        out = []
+        for i in range(len(probs)):
+            routes, none, follow = route_probs(probs[i], self.class_owner, self.n_routes, self.followup)
+            out.append(Assessment(sims[i], probs[i], routes, none, follow))
+        return out
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One text's scores: route similarities, and with the head its class and route probabilities."""
+
+    sims: np.ndarray  # (n_routes,)
+    probs: np.ndarray | None = None  # (n_classes,)
+    route_p: np.ndarray | None = None  # (n_routes,) renormalised without the follow-up class
+    none_p: float = 0.0
+    follow_p: float = 0.0
+
+
+def _fingerprint(prefs: Sequence[Preference], settings: RouterSettings, head: Head | None) -> str:
+    h = hashlib.sha256()
+    for p in prefs:
+        h.update(repr((p.name, p.description, p.examples)).encode())
+    h.update(repr((settings.top_n, settings.use_head, settings.head, settings.map_threshold,
+                   settings.example_share)).encode())  # fmt: skip
+    if head is not None:
+        h.update(repr((head.meta.get("data_hash"), head.classes)).encode())
+    return h.hexdigest()
+
+
+_INDEXES: OrderedDict[tuple[int, str], RouteIndex] = OrderedDict()
+_INDEX_LOCK = threading.Lock()
+
+
+def _class_texts(head: Head) -> dict[str, list[str]]:
+    known = {c.name: c.description for c in load_taxonomy()}
+    return {name: description_texts(known.get(name, humanise(name))) for name in head.classes}
+
+
+def _all_texts(route_texts: list[list[str]], head: Head | None) -> list[str]:
+    texts = [t for group in route_texts for t in group]
+    if head is not None:
+        texts += [t for group in _class_texts(head).values() for t in group]
+    return list(dict.fromkeys(texts))
 
 
 def _assemble(prefs: Sequence[Preference], settings: RouterSettings, route_texts: list[list[str]],
-              bank: Sequence[BankCategory], vec: dict[str, np.ndarray]) -> RouteIndex:  # fmt: skip
+              head: Head | None, vec: dict[str, np.ndarray]) -> RouteIndex:  # fmt: skip
     """Pure part of the index build, given a vector for every text involved."""
-    classes = [p.name for p in prefs]
     vectors: list[np.ndarray] = []
     owner: list[int] = []
     for i, texts in enumerate(route_texts):
         vectors += [vec[t] for t in texts]
         owner += [i] * len(texts)
-    attached: dict[str, list[str]] = {p.name: [] for p in prefs}
-    match: dict[str, dict[str, float]] = {}
-    # Only the description side of a route (not its examples) decides which categories it claims:
-    # half the best phrase-to-phrase similarity, half the best similarity to the examples' centroid.
+    counts = {p.name: len(t) for p, t in zip(prefs, route_texts)}
+    names = [p.name for p in prefs]
+    if head is None:
+        return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n),
+                          fallback=tuple(range(len(prefs))), counts=counts)  # fmt: skip
+    class_texts = _class_texts(head)
     desc_vecs = [np.stack([vec[t] for t in _descriptor_texts(p)]) for p in prefs]
-    for cat in bank:
-        cat_phrases = np.stack([vec[t] for t in description_texts(cat.description)])
-        centroid = np.mean([vec[e] for e in cat.examples], axis=0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        sims = {p.name: float(0.5 * (dv @ cat_phrases.T).max() + 0.5 * (dv @ centroid).max())
-                for p, dv in zip(prefs, desc_vecs)}  # fmt: skip
-        match[cat.name] = {k: round(v, 4) for k, v in sims.items()}
-        best = max(sims, key=sims.__getitem__) if sims else None
-        if best is not None and sims[best] >= settings.bank_match_threshold:
-            idx = classes.index(best)
-            attached[best].append(cat.name)
-            vectors += [vec[e] for e in cat.examples]
-            owner += [idx] * len(cat.examples)
-        elif settings.bank_unrouted and (best is None or sims[best] < settings.bank_unrouted_below):
-            classes.append(UNROUTED_PREFIX + cat.name)
-            texts = [cat.description, *cat.examples]
-            vectors += [vec[t] for t in texts]
-            owner += [len(classes) - 1] * len(texts)
-    counts = {c: int(np.sum(np.array(owner) == i)) for i, c in enumerate(classes)}
-    return RouteIndex(classes, len(prefs), np.stack(vectors), np.array(owner), max(1, settings.top_n),
-                      attached, match, counts)  # fmt: skip
-
-
-def _all_texts(route_texts: list[list[str]], bank: Sequence[BankCategory]) -> list[str]:
-    texts = [t for group in route_texts for t in group]
-    for cat in bank:
-        texts += [*description_texts(cat.description), *cat.examples]
-    return list(dict.fromkeys(texts))
+    class_vecs = [np.stack([vec[t] for t in class_texts[c]]) for c in head.classes]
+    example_probs = [head.probs(np.stack([vec[e] for e in p.examples])) if p.examples else None for p in prefs]
+    mapping = map_routes(names, desc_vecs, head.classes, class_vecs, head.centroids, settings.map_threshold,
+                         example_probs, settings.example_share)  # fmt: skip
+    fallback = tuple(i for i, name in enumerate(names) if not mapping.claims.get(name))
+    return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n), head, mapping,
+                      np.array(mapping.owner), fallback, counts)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,66 +359,130 @@ class Verdict:
 
     route: str | None
     reason: str
-    best: str  # best class overall (a route or "bank:<category>")
-    score: float | None
-    runner_up: str | None
-    margin: float | None
+    score: float | None  # the winner's score: route probability, no-route probability or similarity
+    runner_up: str | None = None
+    margin: float | None = None
+    unrouted: str | None = None  # the task class no route claims that stood for "no route"
+    confidence: float = 0.0  # what a new verdict must show to leave a session's route
 
 
-def judge(classes: Sequence[str], n_routes: int, scores: np.ndarray, settings: RouterSettings,
-          previous: str | None = None, has_previous: bool = False) -> Verdict:  # fmt: skip
-    """Pick a route from one row of class scores, optionally relative to the session's route."""
-    order = np.argsort(-scores, kind="stable")
-    best_i = int(order[0])
-    second_i = int(order[1]) if len(order) > 1 else None
-    best, top = classes[best_i], float(scores[best_i])
-    lead = top - float(scores[second_i]) if second_i is not None else top
-    runner = classes[second_i] if second_i is not None else None
-    route_i = int(np.argmax(scores[:n_routes]))
-    route_score = float(scores[route_i])
+def _similarity_verdict(index: RouteIndex, sims: np.ndarray, s: RouterSettings, among: Sequence[int]) -> Verdict:
+    order = sorted(among, key=lambda i: -float(sims[i]))
+    best = order[0]
+    top = float(sims[best])
+    runner = order[1] if len(order) > 1 else None
+    lead = top - float(sims[runner]) if runner is not None else top
+    name = index.routes[best]
+    runner_name = index.routes[runner] if runner is not None else None
+    if top < s.threshold:
+        return Verdict(None, "below_threshold", top, runner_name, lead)
+    if lead < s.margin:
+        return Verdict(None, "low_margin", top, runner_name, lead)
+    return Verdict(name, "matched" if index.head is None else "similarity", top, runner_name, lead, confidence=top)
 
-    if best_i >= n_routes:
-        fresh = Verdict(None, "unrouted", best, route_score, runner, lead)
-    elif top < settings.threshold:
-        fresh = Verdict(None, "below_threshold", best, top, runner, lead)
-    elif lead < settings.margin:
-        fresh = Verdict(None, "low_margin", best, top, runner, lead)
-    else:
-        fresh = Verdict(best, "matched", best, top, runner, lead)
 
-    if not (settings.sticky and has_previous and previous is not None and previous in classes[:n_routes]):
-        return fresh
-    if fresh.route == previous:
-        return fresh
-    prev_score = float(scores[classes.index(previous)])
-    switch_at = settings.threshold if settings.switch_threshold is None else settings.switch_threshold
-    if top >= switch_at and top - prev_score >= settings.switch_margin and lead >= settings.switch_lead:
-        return fresh  # confidently elsewhere: a new route, or no route (unrouted / ambiguous)
-    return Verdict(previous, "sticky", best, prev_score, runner, lead)
+def fresh_verdict(index: RouteIndex, a: Assessment, s: RouterSettings) -> Verdict:
+    """The route for this text alone."""
+    if index.head is None or a.route_p is None or a.probs is None:
+        return _similarity_verdict(index, a.sims, s, range(index.n_routes))
+    runner_name, runner_p = "none", a.none_p
+    if index.claimed:
+        best = max(index.claimed, key=lambda i: float(a.route_p[i]))  # type: ignore[index]
+        p = float(a.route_p[best])
+        others = [(index.routes[i], float(a.route_p[i])) for i in index.claimed if i != best] + [("none", a.none_p)]
+        runner_name, runner_p = max(others, key=lambda item: item[1])
+        if p >= s.route_threshold and p > a.none_p:
+            return Verdict(index.routes[best], "matched", p, runner_name, p - runner_p, confidence=p)
+    if index.fallback:
+        v = _similarity_verdict(index, a.sims, s, index.fallback)
+        if v.route is not None:
+            return v
+    unclaimed = [c for c in range(len(a.probs)) if index.class_owner is not None and index.class_owner[c] == -1
+                 and c != index.followup]  # fmt: skip
+    top_class = index.head.classes[max(unclaimed, key=lambda c: float(a.probs[c]))] if unclaimed else None  # type: ignore[index]
+    reason = "unrouted" if index.claimed and a.none_p >= max((float(a.route_p[i]) for i in index.claimed), default=0.0) else "below_threshold"
+    return Verdict(None, reason, a.none_p, runner_name, a.none_p - runner_p, top_class, confidence=a.none_p)
+
+
+def judge(index: RouteIndex, a: Assessment, s: RouterSettings, previous: str | None = None,
+          known: bool = False, switch: bool = False) -> Verdict:  # fmt: skip
+    """The route for this turn given the session's route before it (`known`: there was one)."""
+    v = fresh_verdict(index, a, s)
+    if not (s.sticky and known):
+        return v
+    if switch:  # the user said the topic changes: the new request decides alone
+        return replace(v, reason="switched") if v.route != previous else v
+    if index.head is not None and a.follow_p >= s.followup_threshold:
+        return _keep(index, a, previous, "followup", v)
+    if v.route == previous:
+        return v
+    if previous is None or previous not in index.routes:
+        return v if index.head is not None else v  # nothing to stick to
+    prev_i = index.routes.index(previous)
+    if v.reason == "similarity" or index.head is None:
+        switch_at = s.threshold if s.switch_threshold is None else s.switch_threshold
+        top = float(a.sims.max()) if v.route is None else float(v.score or 0.0)
+        lead = v.margin if v.margin is not None else top
+        if top >= switch_at and top - float(a.sims[prev_i]) >= s.switch_margin and lead >= s.switch_lead:
+            return v
+        return _keep(index, a, previous, "sticky", v)
+    if v.confidence >= s.switch_probability:
+        return v
+    return _keep(index, a, previous, "sticky", v)
+
+
+def _keep(index: RouteIndex, a: Assessment, previous: str | None, reason: str, fresh: Verdict) -> Verdict:
+    if previous is None:
+        return Verdict(None, reason, a.none_p if a.route_p is not None else None, fresh.route or "none")
+    i = index.routes.index(previous)
+    claimed = a.route_p is not None and i in index.claimed
+    score = float(a.route_p[i]) if claimed else float(a.sims[i])  # type: ignore[index]
+    return Verdict(previous, reason, score, fresh.route or "none")
+
+
+def _model_text(text: str, s: RouterSettings) -> tuple[str, str | None]:
+    """The text the model reads for one genuine turn, and the topic-switch marker it opened with."""
+    if s.switch_markers:
+        found = find_switch(text)
+        if found is not None:
+            return found.rest, found.marker
+    return text, None
+
+
+def default_encoder(head: Head | None, backend: str = "auto") -> Encoder | CompositeEncoder:
+    """The encoder the task head was trained with (MiniLM alone when there is no head)."""
+    if head is None:
+        return Encoder(backend=backend)
+    return build_encoder(head.encoders, backend=backend, max_tokens=head.max_tokens)
 
 
 class Router:
     """Decides the route of a request from the configured routing preferences."""
 
-    def __init__(self, preferences: Iterable[Any], encoder: Encoder | None = None,
+    def __init__(self, preferences: Iterable[Any], encoder: Encoder | CompositeEncoder | Any | None = None,
                  settings: RouterSettings | None = None, sessions: SessionStore | None = None) -> None:  # fmt: skip
         self.preferences: tuple[Preference, ...] = tuple(Preference.coerce(p) for p in preferences)
         names = [p.name for p in self.preferences]
         if len(set(names)) != len(names):
             raise ValueError("routing preference names must be unique")
         self.settings = settings or RouterSettings()
-        self.encoder = encoder if encoder is not None else (Encoder() if self.preferences else None)
+        self.head: Head | None = None
+        if self.preferences and self.settings.use_head and head_available(self.settings.head):
+            self.head = load_head(self.settings.head)
+        if encoder is None and self.preferences:
+            encoder = default_encoder(self.head)
+        self.encoder = encoder
         self.sessions = sessions or SessionStore(self.settings.session_max_entries, self.settings.session_ttl_s)
         self._by_name = {p.name: p for p in self.preferences}
         self._index: RouteIndex | None = None
         self._build_lock = threading.Lock()
         self.build_ms: float | None = None
+        self._training: tuple[list[dict[str, Any]], np.ndarray] | None = None
 
     # -- the index ------------------------------------------------------------------------------
     def _cache_key(self) -> tuple[int, str]:
-        bank = load_bank(self.settings.bank_dir) if self.settings.use_bank else ()
         model = repr((getattr(self.encoder, "model_path", None), getattr(self.encoder, "max_tokens", None)))
-        return id(self.encoder), model + _fingerprint(self.preferences, self.settings, bank)
+        return id(self.encoder), model + _fingerprint(self.preferences, self.settings, self.head)
 
     def _adopt(self, key: tuple[int, str], index: RouteIndex) -> RouteIndex:
         with _INDEX_LOCK:
@@ -431,7 +493,7 @@ class Router:
         self._index = index
         return index
 
-    def _build_plan(self) -> RouteIndex | tuple[tuple[int, str], list[list[str]], tuple[BankCategory, ...], list[str], float]:
+    def _build_plan(self) -> RouteIndex | tuple[tuple[int, str], list[list[str]], list[str], float]:
         """The cached index for this config, or what must be embedded to build it."""
         key = self._cache_key()
         with _INDEX_LOCK:
@@ -439,13 +501,17 @@ class Router:
         if found is not None:
             self._index = found
             return found
-        route_texts, bank = _plan(self.preferences, self.settings)
-        return key, route_texts, bank, _all_texts(route_texts, bank), time.perf_counter()
+        route_texts = _route_texts(self.preferences)
+        return key, route_texts, _all_texts(route_texts, self.head), time.perf_counter()
 
-    def _complete(self, plan: tuple[tuple[int, str], list[list[str]], tuple[BankCategory, ...], list[str], float],
-                  vecs: np.ndarray) -> RouteIndex:  # fmt: skip
-        key, route_texts, bank, texts, start = plan
-        index = _assemble(self.preferences, self.settings, route_texts, bank, dict(zip(texts, vecs)))
+    def _complete(self, plan: tuple[tuple[int, str], list[list[str]], list[str], float], vecs: np.ndarray) -> RouteIndex:
+        key, route_texts, texts, start = plan
+        head = self.head
+        if head is not None and vecs.shape[1] != head.W.shape[0]:
+            log.warning("router: the encoder gives %d-dimensional vectors, the task head reads %d; "
+                        "routing by description similarity only", vecs.shape[1], head.W.shape[0])  # fmt: skip
+            head = None
+        index = _assemble(self.preferences, self.settings, route_texts, head, dict(zip(texts, vecs)))
         self.build_ms = (time.perf_counter() - start) * 1000.0
         return self._adopt(key, index)
 
@@ -460,7 +526,7 @@ class Router:
             if isinstance(plan, RouteIndex):
                 return plan
             assert self.encoder is not None
-            return self._complete(plan, self.encoder.encode_sync(plan[3]))
+            return self._complete(plan, self.encoder.encode_sync(plan[2]))
 
     async def prepare(self) -> RouteIndex | None:
         """`prepare_sync` in a worker thread, so the event loop never waits for the model."""
@@ -473,23 +539,33 @@ class Router:
         return self._index
 
     # -- deciding -------------------------------------------------------------------------------
-    def _decision(self, index: RouteIndex, verdict: Verdict, scores: np.ndarray, turn: Turn,
-                  previous: str | None, reason: str | None, start: float) -> Decision:  # fmt: skip
-        route_scores = {c: round(float(s), 4) for c, s in zip(index.classes[: index.n_routes], scores)}
+    def _decision(self, index: RouteIndex, verdict: Verdict, a: Assessment, turn: Turn, text: str,
+                  switch: str | None, previous: str | None, reason: str | None, start: float) -> Decision:  # fmt: skip
+        if a.route_p is not None:
+            scores = {r: round(float(a.sims[i] if i in index.fallback else a.route_p[i]), 4) for i, r in enumerate(index.routes)}
+        else:
+            scores = {r: round(float(a.sims[i]), 4) for i, r in enumerate(index.routes)}
+        tasks: dict[str, float] = {}
+        if a.probs is not None and index.head is not None:
+            top = np.argsort(-a.probs)[:5]
+            tasks = {index.head.classes[c]: round(float(a.probs[c]), 4) for c in top if a.probs[c] >= 0.01}
         pref = self._by_name.get(verdict.route) if verdict.route else None
         return Decision(
             route=verdict.route,
             models=pref.models if pref else (),
             reason=reason or verdict.reason,
-            scores=route_scores,
+            scores=scores,
             score=None if verdict.score is None else round(verdict.score, 4),
             runner_up=verdict.runner_up,
             margin=None if verdict.margin is None else round(verdict.margin, 4),
-            unrouted=verdict.best.removeprefix(UNROUTED_PREFIX) if verdict.reason == "unrouted" else None,
+            unrouted=verdict.unrouted if verdict.route is None else None,
             previous=previous,
-            text=turn.text,
+            text=text,
             session=turn.session_key,
             latency_ms=round((time.perf_counter() - start) * 1000.0, 3),
+            tasks=tasks,
+            switch=switch,
+            mode="head" if index.head is not None else "similarity",
         )
 
     def _plain(self, turn: Turn, route: str | None, reason: str, previous: str | None, start: float) -> Decision:
@@ -498,8 +574,8 @@ class Router:
                         session=turn.session_key, latency_ms=round((time.perf_counter() - start) * 1000.0, 3))  # fmt: skip
 
     def _plan_turn(self, body: dict[str, Any], protocol: Protocol, session_header: str | None
-                   ) -> tuple[Turn, SessionState | None, list[str]]:  # fmt: skip
-        """The turn, its session state, and the texts that must be embedded to decide it."""
+                   ) -> tuple[Turn, SessionState | None, list[tuple[str, str | None]]]:  # fmt: skip
+        """The turn, its session state, and the (model text, switch marker) of every turn to decide."""
         s = self.settings
         turn = latest_turn(body, protocol, session_header, max_chars=s.max_chars, history=s.history_turns)
         state = self.sessions.get(turn.session_key) if s.sticky else None
@@ -507,13 +583,13 @@ class Router:
             return turn, state, []
         if state is not None and state.fingerprint == turn.fingerprint and not turn.has_text:
             return turn, state, []  # tool loop inside a turn already decided
-        needs = [turn.text]
+        texts = [turn.text]
         if s.sticky and state is None and turn.history:
-            needs = [*reversed(turn.history), turn.text]
-        return turn, state, needs
+            texts = [*reversed(turn.history), turn.text]
+        return turn, state, [_model_text(t, s) for t in texts]
 
-    def _finish(self, turn: Turn, state: SessionState | None, texts: list[str], vecs: np.ndarray | None,
-                start: float) -> Decision:  # fmt: skip
+    def _finish(self, turn: Turn, state: SessionState | None, needs: list[tuple[str, str | None]],
+                vecs: np.ndarray | None, start: float) -> Decision:  # fmt: skip
         index = self._index
         s = self.settings
         assert index is not None
@@ -525,20 +601,21 @@ class Router:
             assert state is not None
             reason = "tool_loop" if turn.kind == "tool_result" else "no_text"
             return self._plain(turn, state.route, reason, state.route, start)
-        scores = index.score(vecs)
+        found = index.assess(vecs)
         # The route in force before this turn: the session's, or replayed from earlier turns.
         if state is not None:
             previous, known = (state.before if state.fingerprint == turn.fingerprint else state.route), True
         else:
             previous, known = None, False
-            for row in scores[:-1]:
-                previous = judge(index.classes, index.n_routes, row, s, previous, known).route
+            for a, (_, marker) in zip(found[:-1], needs[:-1]):
+                previous = judge(index, a, s, previous, known, marker is not None).route
                 known = True
-        verdict = judge(index.classes, index.n_routes, scores[-1], s, previous, known)
+        text, marker = needs[-1]
+        verdict = judge(index, found[-1], s, previous, known, marker is not None)
         if s.sticky:
             self.sessions.put(turn.session_key, SessionState(verdict.route, previous, turn.fingerprint))
         reason = None if turn.has_text else ("tool_loop" if turn.kind == "tool_result" else "no_text")
-        return self._decision(index, verdict, scores[-1, : index.n_routes], turn, previous, reason, start)
+        return self._decision(index, verdict, found[-1], turn, text, marker, previous, reason, start)
 
     async def decide(self, body: dict[str, Any], protocol: Protocol = "anthropic",
                      session_header: str | None = None) -> Decision:  # fmt: skip
@@ -548,7 +625,7 @@ class Router:
             return Decision(None, (), "no_preferences", {})
         turn, state, needs = self._plan_turn(body, protocol, session_header)
         await self.prepare()
-        vecs = await self.encoder.encode(needs) if needs else None  # type: ignore[union-attr]
+        vecs = await self.encoder.encode([t for t, _ in needs]) if needs else None  # type: ignore[union-attr]
         return self._finish(turn, state, needs, vecs, start)
 
     def decide_sync(self, body: dict[str, Any], protocol: Protocol = "anthropic",
@@ -559,18 +636,98 @@ class Router:
             return Decision(None, (), "no_preferences", {})
         turn, state, needs = self._plan_turn(body, protocol, session_header)
         self.prepare_sync()
-        vecs = self.encoder.encode_sync(needs) if needs else None  # type: ignore[union-attr]
+        vecs = self.encoder.encode_sync([t for t, _ in needs]) if needs else None  # type: ignore[union-attr]
         return self._finish(turn, state, needs, vecs, start)
 
     def describe(self) -> dict[str, Any]:
-        """What each route is made of (vector counts, attached bank categories)."""
+        """What each route is made of: vectors, claimed task classes, and how it is decided."""
         index = self.prepare_sync()
         if index is None:
             return {"routes": {}}
+        routes: dict[str, Any] = {}
+        for i, p in enumerate(self.preferences):
+            claims = index.mapping.claims.get(p.name, ()) if index.mapping else ()
+            routes[p.name] = {
+                "decided_by": "similarity" if i in index.fallback else "task_head",
+                "tasks": list(claims),
+                "tasks_from_examples": list(index.mapping.by_examples.get(p.name, ())) if index.mapping else [],
+                "vectors": index.counts.get(p.name, 0),
+                "examples": len(p.examples),
+            }
+            if i in index.fallback and index.head is not None:
+                routes[p.name]["note"] = "matches no task class: decided by description similarity"
+        unrouted = [c for c, o in zip(index.head.classes, index.class_owner) if o == -1 and c != FOLLOWUP] \
+            if index.head is not None and index.class_owner is not None else []  # fmt: skip
         return {
-            "routes": {p.name: {"vectors": index.counts.get(p.name, 0), "bank": index.attached.get(p.name, []),
-                                "examples": len(p.examples)} for p in self.preferences},  # fmt: skip
-            "unrouted": [c.removeprefix(UNROUTED_PREFIX) for c in index.classes[index.n_routes :]],
+            "mode": "head" if index.head is not None else "similarity",
+            "routes": routes,
+            "unrouted": unrouted,
             "settings": asdict(self.settings),
             "encoder": self.encoder.info() if self.encoder else None,
+            "head": {k: v for k, v in index.head.meta.items() if k != "classes"} if index.head else None,
         }
+
+    # -- explaining -----------------------------------------------------------------------------
+    def _training_vectors(self) -> tuple[list[dict[str, Any]], np.ndarray] | None:
+        """The head's training requests and their vectors (embedded once, then kept on disk)."""
+        if self._training is not None:
+            return self._training
+        index = self.prepare_sync()
+        if index is None or index.head is None or self.encoder is None:
+            return None
+        from router.encoder import default_cache_dir
+        from router.taxonomy import training_rows
+
+        rows = training_rows()
+        if not rows:
+            return None
+        digest = hashlib.sha256(repr((index.head.meta.get("data_hash"), index.head.encoders, index.head.max_tokens,
+                                      len(rows))).encode()).hexdigest()[:16]  # fmt: skip
+        path = default_cache_dir() / f"training-vectors-{digest}.npy"
+        vectors: np.ndarray | None = None
+        try:
+            vectors = np.load(path)
+            if vectors.shape[0] != len(rows):
+                vectors = None
+        except (OSError, ValueError):
+            vectors = None
+        if vectors is None:
+            vectors = self.encoder.encode_sync([r["text"] for r in rows]).astype(np.float16)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, vectors)
+            except OSError:
+                pass  # an unwritable cache only costs the next explanation the same wait
+        self._training = (rows, vectors.astype(np.float32))
+        return self._training
+
+    def explain(self, body: dict[str, Any], protocol: Protocol = "anthropic", session_header: str | None = None,
+                nearest_k: int = 5) -> dict[str, Any]:  # fmt: skip
+        """The decision with everything behind it: every task class's probability, every route's
+        score and claimed classes, and the nearest training requests (or, for a route decided by
+        similarity, the nearest description phrases and examples)."""
+        from router.taxonomy import nearest
+
+        decision = self.decide_sync(body, protocol, session_header)
+        out: dict[str, Any] = {"decision": decision.as_dict(), "routes": self.describe()["routes"]}
+        index = self._index
+        if index is None or not decision.text or self.encoder is None:
+            return out
+        vec = self.encoder.encode_sync([decision.text])[0]
+        a = index.assess(vec[None, :])[0]
+        if a.probs is not None and index.head is not None:
+            order = np.argsort(-a.probs)
+            out["tasks"] = {index.head.classes[c]: round(float(a.probs[c]), 4) for c in order}
+            out["no_route"] = round(a.none_p, 4)
+            out["followup"] = round(a.follow_p, 4)
+            found = self._training_vectors()
+            if found is not None:
+                rows, vectors = found
+                out["nearest_training"] = [{"text": rows[i]["text"][:300], "task": rows[i]["task"], "lang": rows[i].get("lang"),
+                                            "similarity": round(s, 4)} for i, s in nearest(vec, vectors, nearest_k)]  # fmt: skip
+        texts = [t for group in _route_texts(self.preferences) for t in group]
+        owners = [p.name for p, group in zip(self.preferences, _route_texts(self.preferences)) for _ in group]
+        # route texts come from the encoder's cache: they were embedded to build the index
+        out["nearest_route_texts"] = [{"route": owners[i], "text": texts[i], "similarity": round(s, 4)}
+                                      for i, s in nearest(vec, self.encoder.encode_sync(texts), nearest_k)]  # fmt: skip
+        return out

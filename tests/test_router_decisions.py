@@ -1,4 +1,4 @@
-"""router/preferences.py: scoring, threshold, margin, stickiness, tool loops, no-route fallback.
+"""router/preferences.py in description-similarity mode: scoring, threshold, margin, stickiness, tool loops.
 
 A deterministic bag-of-words encoder stands in for the model, so these tests are exact and fast.
 """
@@ -20,8 +20,6 @@ from router.preferences import (
     SessionState,
     SessionStore,
     description_texts,
-    judge,
-    load_bank,
 )
 
 DIM = 256
@@ -55,7 +53,7 @@ PREFS = [
     Preference("poetry", "poems", ("model-a",), ("write a poem about the sea", "compose a poem about rain")),
     Preference("maths", "maths", ("model-b",), ("solve the equation for x", "prove the theorem about primes")),
 ]
-PLAIN = RouterSettings(use_bank=False, threshold=0.3, margin=0.05, switch_threshold=0.3, switch_margin=0.1)
+PLAIN = RouterSettings(use_head=False, threshold=0.3, margin=0.05, switch_threshold=0.3, switch_margin=0.1)
 
 
 def body(*turns):
@@ -86,23 +84,9 @@ def test_below_threshold_gives_no_route():
 
 
 def test_low_margin_gives_no_route():
-    settings = RouterSettings(use_bank=False, threshold=0.0, margin=0.5)
+    settings = RouterSettings(use_head=False, threshold=0.0, margin=0.5)
     d = make(settings).decide_sync(body("write a poem to solve the equation"))
     assert d.route is None and d.reason == "low_margin"
-
-
-def test_judge_is_pure_and_handles_unrouted_classes():
-    classes = ["a", "b", "bank:other"]
-    s = RouterSettings(threshold=0.3, margin=0.05, switch_threshold=0.4, switch_margin=0.1)
-    assert judge(classes, 2, np.array([0.6, 0.2, 0.1]), s).route == "a"
-    v = judge(classes, 2, np.array([0.5, 0.2, 0.7]), s)
-    assert v.route is None and v.reason == "unrouted" and v.best == "bank:other"
-    # stickiness: a weak new winner does not take over from the session's route
-    assert judge(classes, 2, np.array([0.45, 0.5, 0.1]), s, previous="a", has_previous=True).reason == "sticky"
-    # a confident new winner does
-    assert judge(classes, 2, np.array([0.2, 0.7, 0.1]), s, previous="a", has_previous=True).route == "b"
-    # with no previous route there is nothing to stick to
-    assert judge(classes, 2, np.array([0.2, 0.25, 0.1]), s, previous=None, has_previous=True).route is None
 
 
 def test_short_follow_up_keeps_the_previous_route():
@@ -121,7 +105,7 @@ def test_confident_topic_change_switches():
 
 
 def test_stickiness_can_be_switched_off():
-    r = make(RouterSettings(use_bank=False, threshold=0.3, margin=0.05, sticky=False))
+    r = make(RouterSettings(use_head=False, threshold=0.3, margin=0.05, sticky=False))
     r.decide_sync(body("write a poem about the sea"))
     d = r.decide_sync(body("write a poem about the sea", "ok, shorter please"))
     assert d.route is None and d.reason == "below_threshold"
@@ -225,25 +209,6 @@ def test_description_phrases():
     assert "balances" in texts and "banking: paying bills" in texts
     whole = "reviewing and analyzing existing code for bugs and improvements"
     assert description_texts(whole) == [whole]  # one clause: "and" joins parts of one phrase
-
-
-def test_bank_is_original_and_well_formed():
-    bank = load_bank()
-    names = [c.name for c in bank]
-    assert len(names) == len(set(names)) and len(bank) >= 15
-    for cat in bank:
-        assert cat.description and len(cat.examples) >= 10
-
-
-def test_bank_categories_attach_to_matching_descriptions():
-    # With the word encoder, "poems" matches nothing in the bank; the point is the plumbing:
-    # attached categories add vectors, unclaimed ones become "bank:" classes.
-    r = Router(PREFS, WordEncoder(), RouterSettings(bank_match_threshold=0.0))
-    index = r.prepare_sync()
-    assert sum(len(v) for v in index.attached.values()) == len(load_bank())
-    r = Router(PREFS, WordEncoder(), RouterSettings(bank_match_threshold=2.0))
-    index = r.prepare_sync()
-    assert index.classes[:2] == ["poetry", "maths"] and all(c.startswith("bank:") for c in index.classes[2:])
 
 
 def test_session_store_is_bounded_and_expires():

@@ -34,11 +34,17 @@ def build_router(config: Config) -> Router | None:
     if not config.preferences:
         return None
     from router.encoder import Encoder
-    from router.preferences import RouterSettings
+    from router.preferences import RouterSettings, default_encoder
+    from router.taxonomy import head_available, load_head
 
     options = config.routing
-    encoder = Encoder(options.encoder_model, backend=options.encoder_backend)
-    return Router(config.preferences, encoder, RouterSettings(**options.settings))
+    settings = RouterSettings(**options.settings)
+    if options.encoder_model:  # a model of the user's own: the task head cannot read it, similarity only
+        encoder: Any = Encoder(options.encoder_model, backend=options.encoder_backend)
+    else:
+        head = load_head(settings.head) if settings.use_head and head_available(settings.head) else None
+        encoder = default_encoder(head, options.encoder_backend)
+    return Router(config.preferences, encoder, settings)
 
 
 async def decide(router: Router, call: Call) -> Decision:

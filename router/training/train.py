@@ -1,0 +1,127 @@
+"""Train the routing head (router/head.npz) from router/training/data/*.jsonl.
+
+    python -m router.training.train                     # the shipped head
+    python -m router.training.train --cv 5              # also report cross-validated accuracy
+
+Each data line is {"text", "task", "lang", "style", "hard"}; `task` is a class of
+router/taxonomy.yaml. The texts are embedded with the router's encoders (the same code path,
+token budget and truncation as at run time), and a multinomial logistic regression is fitted on the
+vectors (scikit-learn, L-BFGS: deterministic for the same data and encoder). The output file holds
+the weights, the feature mean, each class's centroid and a summary of the training run; the same
+data and encoders give the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from router.encoder import KNOWN_ENCODERS, MINILM, USE_MODEL, build_encoder
+from router.taxonomy import HEAD_FILE, load_taxonomy
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def read_data(folder: Path = DATA_DIR) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for file in sorted(folder.glob("*.jsonl")):
+        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                row["source"] = f"{file.name}:{n}"
+                rows.append(row)
+    return rows
+
+
+def check(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> None:
+    bad = [r["source"] for r in rows if r.get("task") not in classes or not str(r.get("text", "")).strip()]
+    if bad:
+        raise SystemExit(f"rows with an unknown task or no text: {', '.join(bad[:10])}")
+
+
+def data_hash(rows: Sequence[dict[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(f"{r['task']}\x00{r['text']}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def fit(X: np.ndarray, y: np.ndarray, C: float, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    mean = X.mean(axis=0)
+    model = LogisticRegression(C=C, max_iter=5000, class_weight="balanced")
+    model.fit(X - mean, y)
+    W = np.zeros((X.shape[1], n_classes), dtype=np.float32)
+    b = np.full(n_classes, -30.0, dtype=np.float32)  # a class without data is never predicted
+    W[:, model.classes_] = model.coef_.T
+    b[model.classes_] = model.intercept_
+    return W, b, mean.astype(np.float32)
+
+
+def predict(W: np.ndarray, b: np.ndarray, mean: np.ndarray, X: np.ndarray) -> np.ndarray:
+    return np.argmax((X - mean) @ W + b, axis=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoders", default=f"{USE_MODEL},{MINILM}",
+                    help=f"comma-separated encoder parts ({', '.join(KNOWN_ENCODERS)}); default %(default)s")  # fmt: skip
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--C", type=float, default=2.0, help="inverse L2 regularisation strength")
+    ap.add_argument("--cv", type=int, default=0, help="also report k-fold cross-validated accuracy")
+    ap.add_argument("--out", default=str(HEAD_FILE))
+    ap.add_argument("--data", default=str(DATA_DIR))
+    ap.add_argument("--save-vectors", help="also write the training vectors to this .npy file (analysis)")
+    args = ap.parse_args(argv)
+
+    classes = [c.name for c in load_taxonomy()]
+    rows = read_data(Path(args.data))
+    check(rows, classes)
+    parts = tuple(p.strip() for p in args.encoders.split(",") if p.strip())
+    encoder = build_encoder(parts, max_tokens=args.max_tokens)
+    start = time.perf_counter()
+    X = encoder.encode_sync([r["text"] for r in rows])
+    print(f"encoded {len(rows)} texts with {'+'.join(parts)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if args.save_vectors:
+        np.save(args.save_vectors, X)
+    y = np.array([classes.index(r["task"]) for r in rows])
+
+    meta: dict[str, Any] = {
+        "classes": classes, "encoders": list(parts), "max_tokens": args.max_tokens, "C": args.C,
+        "rows": len(rows), "data_hash": data_hash(rows),
+        "per_class": dict(sorted(Counter(r["task"] for r in rows).items())),
+        "per_lang": dict(sorted(Counter(r.get("lang", "?") for r in rows).items())),
+    }  # fmt: skip
+    if args.cv:
+        rng = np.random.default_rng(0)
+        fold = rng.permutation(len(rows)) % args.cv
+        right = np.zeros(len(rows), dtype=bool)
+        for k in range(args.cv):
+            W, b, mean = fit(X[fold != k], y[fold != k], args.C, len(classes))
+            right[fold == k] = predict(W, b, mean, X[fold == k]) == y[fold == k]
+        meta["cv_accuracy"] = round(float(right.mean()), 4)
+        print(f"{args.cv}-fold accuracy over {len(classes)} classes: {right.mean():.1%}", file=sys.stderr)
+    W, b, mean = fit(X, y, args.C, len(classes))
+    centroids = np.zeros((len(classes), X.shape[1]), dtype=np.float32)
+    for c in range(len(classes)):
+        if np.any(y == c):
+            v = X[y == c].mean(axis=0)
+            centroids[c] = v / max(float(np.linalg.norm(v)), 1e-12)
+    meta["train_accuracy"] = round(float((predict(W, b, mean, X) == y).mean()), 4)
+    np.savez_compressed(args.out, W=W.astype(np.float16), b=b, mean=mean.astype(np.float16),
+                        centroids=centroids.astype(np.float16), meta=np.array(json.dumps(meta, ensure_ascii=False)))  # fmt: skip
+    print(json.dumps({k: v for k, v in meta.items() if k not in ("classes",)}, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
