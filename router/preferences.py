@@ -73,7 +73,7 @@ class RouterSettings:
     # Task head
     use_head: bool = True  # route through the trained task head when the encoder matches it
     head: str | None = None  # another head file (router/training/train.py --out)
-    route_threshold: float = 0.35  # probability the best route needs (and it must beat "no route")
+    route_threshold: float = 0.25  # probability the best route needs (and it must beat every unclaimed class)
     map_threshold: float = 0.50  # class <-> route description affinity for a route to claim a class
     example_share: float = 0.25  # share of a route's examples in a class for the route to claim it
     followup_threshold: float = 0.5  # follow-up probability that keeps the session's route
@@ -88,7 +88,7 @@ class RouterSettings:
     switch_lead: float = 0.08  # ...and over the runner-up (an unambiguous winner)
     # Sessions and text
     sticky: bool = True  # keep a session's route through follow-ups and tool loops
-    history_turns: int = 3  # earlier user turns replayed when a session is unknown
+    history_turns: int = 8  # earlier user turns replayed when a session is unknown
     max_chars: int = 2000  # character budget of the embedded text (head + tail)
     session_ttl_s: float = 3600.0
     session_max_entries: int = 10000
@@ -225,6 +225,13 @@ class RouteIndex:
                 out[:, j] = np.partition(block, hi - lo - n, axis=1)[:, hi - lo - n :].mean(axis=1)
         return out
 
+    def _none_best(self, probs: np.ndarray, follow: float) -> float:
+        assert self.class_owner is not None
+        mask = self.class_owner == -1
+        if self.followup is not None:
+            mask[self.followup] = False
+        return float(probs[mask].max() / max(1.0 - follow, 1e-9)) if mask.any() else 0.0
+
     def assess(self, queries: np.ndarray) -> list["Assessment"]:
         """What the head and the route vectors say about each query vector."""
         sims = self.similarity(queries)
@@ -234,7 +241,7 @@ class RouteIndex:
         out = []
         for i in range(len(probs)):
             routes, none, follow = route_probs(probs[i], self.class_owner, self.n_routes, self.followup)
-            out.append(Assessment(sims[i], probs[i], routes, none, follow))
+            out.append(Assessment(sims[i], probs[i], routes, none, follow, self._none_best(probs[i], follow)))
         return out
 
 
@@ -245,8 +252,9 @@ class Assessment:
     sims: np.ndarray  # (n_routes,)
     probs: np.ndarray | None = None  # (n_classes,)
     route_p: np.ndarray | None = None  # (n_routes,) renormalised without the follow-up class
-    none_p: float = 0.0
+    none_p: float = 0.0  # all unclaimed classes together
     follow_p: float = 0.0
+    none_best: float = 0.0  # the most likely unclaimed class alone
 
 
 def _fingerprint(prefs: Sequence[Preference], settings: RouterSettings, head: Head | None) -> str:
@@ -293,8 +301,9 @@ def _assemble(prefs: Sequence[Preference], settings: RouterSettings, route_texts
     desc_vecs = [np.stack([vec[t] for t in _descriptor_texts(p)]) for p in prefs]
     class_vecs = [np.stack([vec[t] for t in class_texts[c]]) for c in head.classes]
     example_probs = [head.probs(np.stack([vec[e] for e in p.examples])) if p.examples else None for p in prefs]
+    families = {c.name: c.family for c in load_taxonomy() if c.family}
     mapping = map_routes(names, desc_vecs, head.classes, class_vecs, head.centroids, settings.map_threshold,
-                         example_probs, settings.example_share)  # fmt: skip
+                         example_probs, settings.example_share, families)  # fmt: skip
     fallback = tuple(i for i, name in enumerate(names) if not mapping.claims.get(name))
     return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n), head, mapping,
                       np.array(mapping.owner), fallback, counts)  # fmt: skip
@@ -391,7 +400,9 @@ def fresh_verdict(index: RouteIndex, a: Assessment, s: RouterSettings) -> Verdic
         p = float(a.route_p[best])
         others = [(index.routes[i], float(a.route_p[i])) for i in index.claimed if i != best] + [("none", a.none_p)]
         runner_name, runner_p = max(others, key=lambda item: item[1])
-        if p >= s.route_threshold and p > a.none_p:
+        # The route competes with the most likely task class no route claims (not with all of them
+        # summed: "no route" is many different tasks, and a request is one of them or not).
+        if p >= s.route_threshold and p > a.none_best:
             return Verdict(index.routes[best], "matched", p, runner_name, p - runner_p, confidence=p)
     if index.fallback:
         v = _similarity_verdict(index, a.sims, s, index.fallback)
@@ -400,7 +411,7 @@ def fresh_verdict(index: RouteIndex, a: Assessment, s: RouterSettings) -> Verdic
     unclaimed = [c for c in range(len(a.probs)) if index.class_owner is not None and index.class_owner[c] == -1
                  and c != index.followup]  # fmt: skip
     top_class = index.head.classes[max(unclaimed, key=lambda c: float(a.probs[c]))] if unclaimed else None  # type: ignore[index]
-    reason = "unrouted" if index.claimed and a.none_p >= max((float(a.route_p[i]) for i in index.claimed), default=0.0) else "below_threshold"
+    reason = "unrouted" if index.claimed and a.none_best >= max((float(a.route_p[i]) for i in index.claimed), default=0.0) else "below_threshold"
     return Verdict(None, reason, a.none_p, runner_name, a.none_p - runner_p, top_class, confidence=a.none_p)
 
 

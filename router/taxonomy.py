@@ -34,12 +34,14 @@ FOLLOWUP = "followup"  # the class of content-free continuations; never claimed 
 class TaskClass:
     name: str
     description: str
+    family: str | None = None
 
 
 @lru_cache(maxsize=4)
 def load_taxonomy(path: str | None = None) -> tuple[TaskClass, ...]:
     data = yaml.safe_load(Path(path or TAXONOMY_FILE).read_text(encoding="utf-8")) or {}
-    return tuple(TaskClass(str(c["name"]), " ".join(str(c["description"]).split())) for c in data["classes"])
+    return tuple(TaskClass(str(c["name"]), " ".join(str(c["description"]).split()), c.get("family"))
+                 for c in data["classes"])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class Mapping:
 
 def map_routes(routes: Sequence[str], route_vecs: Sequence[np.ndarray], classes: Sequence[str],
                class_phrase_vecs: Sequence[np.ndarray], centroids: np.ndarray, threshold: float,
-               example_probs: Sequence[np.ndarray | None] = (), example_share: float = 0.25) -> Mapping:  # fmt: skip
+               example_probs: Sequence[np.ndarray | None] = (), example_share: float = 0.25,
+               families: dict[str, str] | None = None) -> Mapping:  # fmt: skip
     """Let each route claim taxonomy classes.
 
     `route_vecs[i]`: unit vectors of route i's description side (the description, its phrases and
@@ -107,7 +110,8 @@ def map_routes(routes: Sequence[str], route_vecs: Sequence[np.ndarray], classes:
     phrase-to-phrase similarity and half the best similarity of the route's phrases to the class
     centroid (what users write as a description is a phrase list; the centroid says what requests of
     that class look like). A class goes to the route it matches best, when that affinity reaches
-    `threshold`. A route with `examples:` also claims every class that at least `example_share` of
+    `threshold`. `families` (class -> family): a route that claimed at least half of a family, with
+    no other route holding any of it, takes the rest of the family. A route with `examples:` also claims every class that at least `example_share` of
     its examples fall into (mean head probability), taking it from a description match.
     """
     owner = [-1] * len(classes)
@@ -120,6 +124,17 @@ def map_routes(routes: Sequence[str], route_vecs: Sequence[np.ndarray], classes:
         best = int(np.argmax(sims))
         if sims[best] >= threshold:
             owner[c] = best
+    members: dict[str, list[int]] = {}
+    for c, name in enumerate(classes):
+        if families and families.get(name):
+            members.setdefault(families[name], []).append(c)
+    for group in members.values():
+        holders = {owner[c] for c in group if owner[c] >= 0}
+        if len(holders) == 1:
+            holder = holders.pop()
+            if 2 * sum(owner[c] == holder for c in group) >= len(group):
+                for c in group:
+                    owner[c] = holder
     by_examples: dict[str, tuple[str, ...]] = {}
     for r, probs in enumerate(example_probs):
         if probs is None or not len(probs):

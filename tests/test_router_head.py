@@ -56,7 +56,7 @@ def _seen(review: float, generate: float, maths: float, follow: float) -> Assess
     index = _index()
     probs = np.array([review, generate, maths, follow])
     routes, none, fp = route_probs(probs, index.class_owner, 2, 3)  # type: ignore[arg-type]
-    return Assessment(np.zeros(2, np.float32), probs, routes, none, fp)
+    return Assessment(np.zeros(2, np.float32), probs, routes, none, fp, index._none_best(probs, fp))
 
 
 S = RouterSettings(route_threshold=0.35, followup_threshold=0.5, switch_probability=0.6)

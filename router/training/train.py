@@ -73,10 +73,10 @@ def predict(W: np.ndarray, b: np.ndarray, mean: np.ndarray, X: np.ndarray) -> np
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoders", default=f"{USE_MODEL},{MINILM}",
+    ap.add_argument("--encoders", default=USE_MODEL,
                     help=f"comma-separated encoder parts ({', '.join(KNOWN_ENCODERS)}); default %(default)s")  # fmt: skip
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--C", type=float, default=2.0, help="inverse L2 regularisation strength")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--C", type=float, default=8.0, help="inverse L2 regularisation strength")
     ap.add_argument("--cv", type=int, default=0, help="also report k-fold cross-validated accuracy")
     ap.add_argument("--out", default=str(HEAD_FILE))
     ap.add_argument("--data", default=str(DATA_DIR))
