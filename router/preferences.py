@@ -305,6 +305,11 @@ def _assemble(prefs: Sequence[Preference], settings: RouterSettings, route_texts
     mapping = map_routes(names, desc_vecs, head.classes, class_vecs, head.centroids, settings.map_threshold,
                          example_probs, settings.example_share, families)  # fmt: skip
     fallback = tuple(i for i, name in enumerate(names) if not mapping.claims.get(name))
+    if fallback:
+        # Mixing the head's probabilities with similarity scores measured worse on topic-style configs
+        # (CLINC150, SGD) than similarity alone: unless every route maps onto the taxonomy, all are
+        # decided by similarity (follow-ups and topic switches still use the head).
+        fallback = tuple(range(len(prefs)))
     return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n), head, mapping,
                       np.array(mapping.owner), fallback, counts)  # fmt: skip
 

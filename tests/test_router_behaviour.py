@@ -184,8 +184,9 @@ def test_description_only_routes_outside_the_taxonomy_fall_back_to_similarity() 
              {"name": "code_review", "description": "reviewing and analyzing existing code for bugs and improvements"}]  # fmt: skip
     r = Router(prefs)
     described = r.describe()
-    assert described["routes"]["billing"]["decided_by"] == "similarity"
-    assert described["routes"]["code_review"]["decided_by"] == "task_head"
+    # one route outside the taxonomy puts every route on description similarity (mixing measured worse)
+    assert {r["decided_by"] for r in described["routes"].values()} == {"similarity"}
+    assert described["routes"]["code_review"]["tasks"] == ["code_review"]
     d = r.decide_sync(chat("how do I transfer money from my savings account to my card?"))
     assert d.route == "billing" and d.reason == "similarity"
 
