@@ -207,6 +207,12 @@ class RouteIndex:
         self.spans = [(int(bounds[i]), int(bounds[i + 1])) for i in range(len(self.routes))]
         self.claimed = tuple(i for i in range(len(self.routes)) if i not in self.fallback) if self.head else ()
         self.followup = self.head.classes.index(FOLLOWUP) if self.head and FOLLOWUP in self.head.classes else None
+        # the classes that stand for "no route" (unclaimed, not the follow-up class), fixed per config
+        self.none_mask = np.zeros(0, dtype=bool)
+        if self.class_owner is not None:
+            self.none_mask = np.asarray(self.class_owner) == -1
+            if self.followup is not None:
+                self.none_mask[self.followup] = False
 
     @property
     def n_routes(self) -> int:
@@ -226,10 +232,7 @@ class RouteIndex:
         return out
 
     def _none_best(self, probs: np.ndarray, follow: float) -> float:
-        assert self.class_owner is not None
-        mask = self.class_owner == -1
-        if self.followup is not None:
-            mask[self.followup] = False
+        mask = self.none_mask
         return float(probs[mask].max() / max(1.0 - follow, 1e-9)) if mask.any() else 0.0
 
     def assess(self, queries: np.ndarray) -> list["Assessment"]:
@@ -413,8 +416,7 @@ def fresh_verdict(index: RouteIndex, a: Assessment, s: RouterSettings) -> Verdic
         v = _similarity_verdict(index, a.sims, s, index.fallback)
         if v.route is not None:
             return v
-    unclaimed = [c for c in range(len(a.probs)) if index.class_owner is not None and index.class_owner[c] == -1
-                 and c != index.followup]  # fmt: skip
+    unclaimed = np.flatnonzero(index.none_mask).tolist()
     top_class = index.head.classes[max(unclaimed, key=lambda c: float(a.probs[c]))] if unclaimed else None  # type: ignore[index]
     reason = "unrouted" if index.claimed and a.none_best >= max((float(a.route_p[i]) for i in index.claimed), default=0.0) else "below_threshold"
     return Verdict(None, reason, a.none_p, runner_name, a.none_p - runner_p, top_class, confidence=a.none_p)
@@ -433,7 +435,7 @@ def judge(index: RouteIndex, a: Assessment, s: RouterSettings, previous: str | N
     if v.route == previous:
         return v
     if previous is None or previous not in index.routes:
-        return v if index.head is not None else v  # nothing to stick to
+        return v  # nothing to stick to
     prev_i = index.routes.index(previous)
     if v.reason == "similarity" or index.head is None:
         switch_at = s.threshold if s.switch_threshold is None else s.switch_threshold

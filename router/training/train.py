@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from router.encoder import KNOWN_ENCODERS, MINILM, USE_MODEL, build_encoder
+from router.encoder import KNOWN_ENCODERS, USE_MODEL, build_encoder
 from router.taxonomy import HEAD_FILE, load_taxonomy
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
