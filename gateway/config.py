@@ -207,7 +207,7 @@ _ROUTER_SETTINGS = {
     "use_head": ("use_head", bool), "head": ("head", str), "route_threshold": ("route_threshold", float),
     "map_threshold": ("map_threshold", float), "example_share": ("example_share", float),
     "followup_threshold": ("followup_threshold", float), "switch_probability": ("switch_probability", float),
-    "switch_markers": ("switch_markers", bool),
+    "switch_markers": ("switch_markers", bool), "similarity_encoder": ("similarity_encoder", str),
     "threshold": ("threshold", float), "margin": ("margin", float), "sticky": ("sticky", bool),
     "switch_threshold": ("switch_threshold", float), "switch_margin": ("switch_margin", float),
     "switch_lead": ("switch_lead", float), "max_chars": ("max_chars", int),
@@ -950,6 +950,8 @@ class _Builder:
                 self.error(f"routing.{key}", f"expected {kind.__name__}, got {value!r}")
                 continue
             settings[name] = value
+        if settings.get("similarity_encoder", "minilm") not in ("minilm", "head"):
+            self.error("routing.similarity_encoder", f"expected minilm or head, got {settings.pop('similarity_encoder')!r}")
         explicit = raw.get("explicit_model_wins", True)
         if not self.typed("routing.explicit_model_wins", explicit, bool, "true or false"):
             explicit = True

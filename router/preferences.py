@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from router.encoder import CompositeEncoder, Encoder, build_encoder
+from router.encoder import MINILM, CompositeEncoder, Encoder, build_encoder
 from router.switch import find_switch
 from router.taxonomy import (FOLLOWUP, Head, Mapping as ClassMapping, head_available, load_head, load_taxonomy,
                              map_routes, route_probs)  # fmt: skip
@@ -80,6 +80,7 @@ class RouterSettings:
     switch_probability: float = 0.6  # probability a new verdict needs to leave the session's route
     switch_markers: bool = True  # "unrelated question: ..." decides the rest of the turn afresh
     # Description similarity (routes outside the taxonomy, or the head off)
+    similarity_encoder: str = "minilm"  # "minilm": score such configs with all-MiniLM-L6-v2; "head": the head's encoder
     threshold: float = 0.20  # minimum route score (top-n mean cosine) for a match
     margin: float = 0.0  # minimum lead of the best route over the runner-up
     top_n: int = 3  # similarities averaged per route
@@ -198,6 +199,7 @@ class RouteIndex:
     class_owner: np.ndarray | None = None  # (n_classes,) route index or -1
     fallback: tuple[int, ...] = ()  # routes decided by similarity
     counts: dict[str, int] = field(default_factory=dict)
+    query_encoder: Any = None  # the encoder whose space `vectors` are in, when not the router's own
 
     def __post_init__(self) -> None:
         order = np.argsort(self.owner, kind="stable")
@@ -235,12 +237,12 @@ class RouteIndex:
         mask = self.none_mask
         return float(probs[mask].max() / max(1.0 - follow, 1e-9)) if mask.any() else 0.0
 
-    def assess(self, queries: np.ndarray) -> list["Assessment"]:
-        """What the head and the route vectors say about each query vector."""
+    def assess(self, queries: np.ndarray, texts: Sequence[str]) -> list["Assessment"]:
+        """What the head and the route vectors say about each query (its vector and its text)."""
         sims = self.similarity(queries)
         if self.head is None or self.class_owner is None:
             return [Assessment(sims[i]) for i in range(len(sims))]
-        probs = self.head.probs(queries)
+        probs = self.head.probs(queries, texts)
         out = []
         for i in range(len(probs)):
             routes, none, follow = route_probs(probs[i], self.class_owner, self.n_routes, self.followup)
@@ -265,7 +267,7 @@ def _fingerprint(prefs: Sequence[Preference], settings: RouterSettings, head: He
     for p in prefs:
         h.update(repr((p.name, p.description, p.examples)).encode())
     h.update(repr((settings.top_n, settings.use_head, settings.head, settings.map_threshold,
-                   settings.example_share)).encode())  # fmt: skip
+                   settings.example_share, settings.similarity_encoder)).encode())  # fmt: skip
     if head is not None:
         h.update(repr((head.meta.get("data_hash"), head.classes)).encode())
     return h.hexdigest()
@@ -288,8 +290,9 @@ def _all_texts(route_texts: list[list[str]], head: Head | None) -> list[str]:
 
 
 def _assemble(prefs: Sequence[Preference], settings: RouterSettings, route_texts: list[list[str]],
-              head: Head | None, vec: dict[str, np.ndarray]) -> RouteIndex:  # fmt: skip
-    """Pure part of the index build, given a vector for every text involved."""
+              head: Head | None, vec: dict[str, np.ndarray], mapping: ClassMapping | None = None) -> RouteIndex:  # fmt: skip
+    """Pure part of the index build, given a vector for every text involved (`mapping`: kept for
+    `describe()` when a head-less index replaces one whose routes did not all map)."""
     vectors: list[np.ndarray] = []
     owner: list[int] = []
     for i, texts in enumerate(route_texts):
@@ -298,12 +301,12 @@ def _assemble(prefs: Sequence[Preference], settings: RouterSettings, route_texts
     counts = {p.name: len(t) for p, t in zip(prefs, route_texts)}
     names = [p.name for p in prefs]
     if head is None:
-        return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n),
+        return RouteIndex(names, np.stack(vectors), np.array(owner), max(1, settings.top_n), mapping=mapping,
                           fallback=tuple(range(len(prefs))), counts=counts)  # fmt: skip
     class_texts = _class_texts(head)
     desc_vecs = [np.stack([vec[t] for t in _descriptor_texts(p)]) for p in prefs]
     class_vecs = [np.stack([vec[t] for t in class_texts[c]]) for c in head.classes]
-    example_probs = [head.probs(np.stack([vec[e] for e in p.examples])) if p.examples else None for p in prefs]
+    example_probs = [head.probs(np.stack([vec[e] for e in p.examples]), p.examples) if p.examples else None for p in prefs]
     families = {c.name: c.family for c in load_taxonomy() if c.family}
     mapping = map_routes(names, desc_vecs, head.classes, class_vecs, head.centroids, settings.map_threshold,
                          example_probs, settings.example_share, families)  # fmt: skip
@@ -395,7 +398,8 @@ def _similarity_verdict(index: RouteIndex, sims: np.ndarray, s: RouterSettings, 
         return Verdict(None, "below_threshold", top, runner_name, lead)
     if lead < s.margin:
         return Verdict(None, "low_margin", top, runner_name, lead)
-    return Verdict(name, "matched" if index.head is None else "similarity", top, runner_name, lead, confidence=top)
+    reason = "matched" if index.head is None and index.mapping is None else "similarity"  # similarity by choice, or by fallback
+    return Verdict(name, reason, top, runner_name, lead, confidence=top)
 
 
 def fresh_verdict(index: RouteIndex, a: Assessment, s: RouterSettings) -> Verdict:
@@ -467,6 +471,20 @@ def _model_text(text: str, s: RouterSettings) -> tuple[str, str | None]:
     return text, None
 
 
+SIMILARITY_ENCODERS = ("minilm", "head")
+_SIMILARITY: dict[str, Encoder] = {}
+_SIMILARITY_LOCK = threading.Lock()
+
+
+def similarity_encoder(backend: str = "auto") -> Encoder:
+    """The MiniLM encoder for configs decided by similarity: one per process and backend (it is
+    thread-safe and caches vectors), loaded on first use."""
+    with _SIMILARITY_LOCK:
+        if backend not in _SIMILARITY:
+            _SIMILARITY[backend] = Encoder(backend=backend)
+        return _SIMILARITY[backend]
+
+
 def default_encoder(head: Head | None, backend: str = "auto") -> Encoder | CompositeEncoder:
     """The encoder the task head was trained with (MiniLM alone when there is no head)."""
     if head is None:
@@ -484,6 +502,9 @@ class Router:
         if len(set(names)) != len(names):
             raise ValueError("routing preference names must be unique")
         self.settings = settings or RouterSettings()
+        if self.settings.similarity_encoder not in SIMILARITY_ENCODERS:
+            raise ValueError(f"similarity_encoder must be one of {', '.join(SIMILARITY_ENCODERS)}, "
+                             f"got {self.settings.similarity_encoder!r}")  # fmt: skip
         self.head: Head | None = None
         if self.preferences and self.settings.use_head and head_available(self.settings.head):
             self.head = load_head(self.settings.head)
@@ -530,8 +551,24 @@ class Router:
                         "routing by description similarity only", vecs.shape[1], head.W.shape[0])  # fmt: skip
             head = None
         index = _assemble(self.preferences, self.settings, route_texts, head, dict(zip(texts, vecs)))
+        if index.head is not None and index.fallback and self.settings.similarity_encoder == "minilm" \
+                and MINILM not in index.head.encoders:  # fmt: skip
+            # Not every route maps onto the taxonomy, so every route is decided by similarity: in
+            # MiniLM's space, where the similarity thresholds and switch rules were tuned (topic-style
+            # configs such as CLINC150 and SGD score markedly lower in the head's USE space).
+            encoder = similarity_encoder(getattr(self.encoder, "backend", "auto"))
+            flat = list(dict.fromkeys(t for group in route_texts for t in group))
+            index = _assemble(self.preferences, self.settings, route_texts, None,
+                              dict(zip(flat, encoder.encode_sync(flat))), index.mapping)  # fmt: skip
+            index.query_encoder = encoder
         self.build_ms = (time.perf_counter() - start) * 1000.0
         return self._adopt(key, index)
+
+    def query_encoder(self) -> Any:
+        """The encoder requests are embedded with (after `prepare`): MiniLM when every route is decided
+        by similarity, else the router's own."""
+        index = self._index
+        return index.query_encoder if index is not None and index.query_encoder is not None else self.encoder
 
     def prepare_sync(self) -> RouteIndex | None:
         """Load the model and build the route vectors (blocking); cached per config content."""
@@ -619,7 +656,7 @@ class Router:
             assert state is not None
             reason = "tool_loop" if turn.kind == "tool_result" else "no_text"
             return self._plain(turn, state.route, reason, state.route, start)
-        found = index.assess(vecs)
+        found = index.assess(vecs, [t for t, _ in needs])
         # The route in force before this turn: the session's, or replayed from earlier turns.
         if state is not None:
             previous, known = (state.before if state.fingerprint == turn.fingerprint else state.route), True
@@ -643,7 +680,7 @@ class Router:
             return Decision(None, (), "no_preferences", {})
         turn, state, needs = self._plan_turn(body, protocol, session_header)
         await self.prepare()
-        vecs = await self.encoder.encode([t for t, _ in needs]) if needs else None  # type: ignore[union-attr]
+        vecs = await self.query_encoder().encode([t for t, _ in needs]) if needs else None
         return self._finish(turn, state, needs, vecs, start)
 
     def decide_sync(self, body: dict[str, Any], protocol: Protocol = "anthropic",
@@ -654,7 +691,7 @@ class Router:
             return Decision(None, (), "no_preferences", {})
         turn, state, needs = self._plan_turn(body, protocol, session_header)
         self.prepare_sync()
-        vecs = self.encoder.encode_sync([t for t, _ in needs]) if needs else None  # type: ignore[union-attr]
+        vecs = self.query_encoder().encode_sync([t for t, _ in needs]) if needs else None
         return self._finish(turn, state, needs, vecs, start)
 
     def describe(self) -> dict[str, Any]:
@@ -682,6 +719,7 @@ class Router:
             "unrouted": unrouted,
             "settings": asdict(self.settings),
             "encoder": self.encoder.info() if self.encoder else None,
+            "similarity_encoder": index.query_encoder.info() if index.query_encoder is not None else None,
             "head": {k: v for k, v in index.head.meta.items() if k != "classes"} if index.head else None,
         }
 
@@ -731,8 +769,9 @@ class Router:
         index = self._index
         if index is None or not decision.text or self.encoder is None:
             return out
-        vec = self.encoder.encode_sync([decision.text])[0]
-        a = index.assess(vec[None, :])[0]
+        encoder = self.query_encoder()
+        vec = encoder.encode_sync([decision.text])[0]
+        a = index.assess(vec[None, :], [decision.text])[0]
         if a.probs is not None and index.head is not None:
             order = np.argsort(-a.probs)
             out["tasks"] = {index.head.classes[c]: round(float(a.probs[c]), 4) for c in order}
@@ -747,5 +786,5 @@ class Router:
         owners = [p.name for p, group in zip(self.preferences, _route_texts(self.preferences)) for _ in group]
         # route texts come from the encoder's cache: they were embedded to build the index
         out["nearest_route_texts"] = [{"route": owners[i], "text": texts[i], "similarity": round(s, 4)}
-                                      for i, s in nearest(vec, self.encoder.encode_sync(texts), nearest_k)]  # fmt: skip
+                                      for i, s in nearest(vec, encoder.encode_sync(texts), nearest_k)]  # fmt: skip
         return out

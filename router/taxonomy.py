@@ -1,8 +1,8 @@
 """The task taxonomy, the trained head that predicts it, and how configured routes map onto it.
 
-The head is a multinomial logistic regression over sentence embeddings, trained offline on
-router/training/data (router/training/train.py) and shipped as `router/head.npz`: a few hundred
-kilobytes. It reads one request text and gives a probability for each task class of
+The head is a multinomial logistic regression over sentence embeddings and word features
+(router/lexical.py), trained offline on router/training/data (router/training/train.py) and shipped
+as `router/head.npz`, about a megabyte. It reads one request text and gives a probability for each task class of
 router/taxonomy.yaml (code_review, code_generation, math_problem, creative_writing, followup...).
 
 A configured route does not need to know the taxonomy: `map_routes` lets each route claim the
@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 import yaml
+
+from router.lexical import Lexicon
 
 HERE = Path(__file__).resolve().parent
 TAXONOMY_FILE = HERE / "taxonomy.yaml"
@@ -46,7 +48,8 @@ def load_taxonomy(path: str | None = None) -> tuple[TaskClass, ...]:
 
 @dataclass(frozen=True)
 class Head:
-    """Softmax regression: probs = softmax((x - mean) @ W + b) over `classes`."""
+    """Softmax regression over `classes`: probs = softmax((x - mean) @ W + words(text) @ W_words + b),
+    where x is the text's sentence embedding and words(text) its word features (router/lexical.py)."""
 
     classes: tuple[str, ...]
     encoders: tuple[str, ...]  # the encoder parts whose concatenated vectors the head reads
@@ -56,9 +59,17 @@ class Head:
     mean: np.ndarray  # (dim,)
     centroids: np.ndarray  # (n_classes, dim) unit mean training vector per class (for route mapping)
     meta: dict  # training summary (sizes, accuracy under cross-validation, data hash)
+    lexicon: Lexicon | None = None  # word features; None for a head trained on embeddings alone
+    W_words: np.ndarray | None = None  # (len(lexicon), n_classes)
 
-    def probs(self, x: np.ndarray) -> np.ndarray:
+    def probs(self, x: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Class probabilities of each embedded text; `texts` (the same texts) for the word
+        features, which a head with a lexicon needs."""
         z = (np.atleast_2d(x) - self.mean) @ self.W + self.b
+        if self.lexicon is not None and self.W_words is not None:
+            if texts is None or len(texts) != len(z):
+                raise ValueError("this head reads word features: pass the texts with their vectors")
+            z = z + self.lexicon.project(texts, self.W_words)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -71,9 +82,22 @@ class Head:
 def load_head(path: str | None = None) -> Head:
     with np.load(Path(path or HEAD_FILE), allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
+        lexicon, W_words = None, None
+        if "words" in z.files:
+            lexicon = Lexicon.from_arrays(unpack_words(z["words"]), z["idf"])
+            W_words = z["W_words"].astype(np.float32)
         return Head(tuple(meta["classes"]), tuple(meta["encoders"]), int(meta["max_tokens"]),
                     z["W"].astype(np.float32), z["b"].astype(np.float32), z["mean"].astype(np.float32),
-                    z["centroids"].astype(np.float32), meta)  # fmt: skip
+                    z["centroids"].astype(np.float32), meta, lexicon, W_words)  # fmt: skip
+
+
+def pack_words(words: Sequence[str]) -> np.ndarray:
+    """A vocabulary as UTF-8 bytes, one word per line (compact in an .npz, no pickling)."""
+    return np.frombuffer("\n".join(words).encode("utf-8"), dtype=np.uint8)
+
+
+def unpack_words(packed: np.ndarray) -> list[str]:
+    return bytes(packed).decode("utf-8").split("\n")
 
 
 def head_available(path: str | None = None) -> bool:

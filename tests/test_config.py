@@ -271,6 +271,9 @@ gateway_keys:
     assert any(p.startswith("timeouts.idle:") for p in found)
     assert any(p.startswith("failover.retries:") for p in found)
     assert any(p.startswith("routing.threshold:") for p in found)
+    assert cfg(BASE + "routing: {similarity_encoder: head}\n").routing.settings == {"similarity_encoder": "head"}
+    (problem,) = problems(BASE + "routing: {similarity_encoder: bert}\n")
+    assert problem == "routing.similarity_encoder: expected minilm or head, got 'bert'"
 
 
 def test_fallbacks_resolve_and_must_exist() -> None:
