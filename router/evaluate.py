@@ -6,6 +6,7 @@ One JSON object per line, in any of these shapes, with the expected route in `go
 * an Anthropic Messages body: `{"messages": [...], "system": ..., "gold": "code_review"}`;
 * an OpenAI Chat Completions body: `{"messages": [{"role": "system", ...}, ...], "gold": ...}` (read as
   OpenAI when a message has role system/developer/tool or `tool_calls`, or when `"protocol": "openai"`);
+* an OpenAI Responses body: `{"input": "..." or [items], "instructions": ..., "gold": ...}`;
 * plain text: `{"text": "...", "gold": ...}`.
 
 Every item is decided as a new conversation (its own session), exactly as the gateway would decide
@@ -25,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 NONE = "none"
 GOLD_KEYS = ("gold", "route", "label")
-SKIP_FIELDS = {"id", "text", "messages", "system", "gold", "route", "label", "protocol", "input", "tools", "model"}
+SKIP_FIELDS = {"id", "text", "messages", "system", "gold", "route", "label", "protocol", "input", "instructions",
+               "prompt_cache_key", "tools", "model"}
 MAX_GROUPS = 50  # a field with more distinct values than this is an id, not a group
 
 
@@ -37,7 +39,7 @@ class EvalError(ValueError):
 class Item:
     id: str
     body: dict[str, Any]
-    protocol: str  # "anthropic" | "openai"
+    protocol: str  # "anthropic" | "openai" | "responses"
     gold: str
     fields: dict[str, str]
 
@@ -69,10 +71,13 @@ def parse_item(row: Any, n: int) -> Item:
     if isinstance(row.get("messages"), list):
         protocol = "openai" if _is_openai(row) else "anthropic"
         body = {k: row[k] for k in ("messages", "system") if k in row}
+    elif isinstance(row.get("input"), (str, list)):
+        protocol = "responses"
+        body = {k: row[k] for k in ("input", "instructions", "prompt_cache_key") if k in row}
     elif isinstance(row.get("text"), str):
         protocol, body = "anthropic", {"messages": [{"role": "user", "content": row["text"]}]}
     else:
-        raise EvalError(f"line {n}: expected `messages` (a list) or `text` (a string)")
+        raise EvalError(f"line {n}: expected `messages` (a list), `input` (a Responses input) or `text` (a string)")
     fields = {k: v for k, v in row.items() if k not in SKIP_FIELDS and isinstance(v, str)}
     return Item(str(row.get("id", n)), body, protocol, _label(row[key]), fields)
 

@@ -1,10 +1,14 @@
 """The text a routing decision is made on: the latest genuine user text of a request body.
 
-Pure functions over an Anthropic Messages or OpenAI Chat Completions body (a parsed dict).
+Pure functions over an Anthropic Messages, OpenAI Chat Completions or OpenAI Responses body (a parsed
+dict). A Responses body's `input` (a string or a list of items) is read as a list of messages first:
+message items by their role, `function_call_output` / `custom_tool_call_output` items as tool results
+(the agent's tool loop), calls and reasoning as assistant activity, everything else skipped.
 
 What is *not* genuine user text, and is skipped:
 
-* envelopes that agents put into user turns: Claude Code's ``<system-reminder>`` blocks, hook output
+* envelopes that agents put into user turns: Claude Code's ``<system-reminder>`` blocks, Codex's
+  ``<environment_context>`` and AGENTS.md (``# AGENTS.md instructions for ...`` + ``<INSTRUCTIONS>``) messages, hook output
   (``<user-prompt-submit-hook>``), local command output and caveats (``<local-command-stdout>``,
   ``<local-command-caveat>``, ``<bash-stdout>``...), task notifications, IDE context and the like
   (see `ENVELOPE_TAGS`), plus ``[Request interrupted by user]`` markers and the "This session is
@@ -27,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-Protocol = Literal["anthropic", "openai"]
+Protocol = Literal["anthropic", "openai", "responses"]
 
 # Wrappers whose whole content is context, not a request (Claude Code and other coding agents).
 ENVELOPE_TAGS = (
@@ -39,6 +43,7 @@ ENVELOPE_TAGS = (
     "function_results", "tool_use_error", "sandbox_violations", "persisted-output", "total_tokens",
     "ide_selection", "ide_opened_file", "ide_diagnostics", "user-memory-input", "fork-boilerplate",
     "environment_details", "non-user-message", "fetched-web-content", "untrusted-widget-state",
+    "environment_context", "INSTRUCTIONS", "user_instructions", "turn_aborted", "user_shell_command",
 )  # fmt: skip
 # Wrappers around the user's own words (Cline-style agents): keep the content, drop the tags.
 UNWRAP_TAGS = ("task", "feedback", "user_message", "user-message", "answer")
@@ -47,7 +52,8 @@ _ENVELOPE = re.compile(r"<(%s)\b[^>]*>.*?(?:</\1\s*>|\Z)" % "|".join(map(re.esca
 _UNWRAP = re.compile(r"</?(?:%s)\b[^>]*>" % "|".join(map(re.escape, UNWRAP_TAGS)))
 _COMMAND_NAME = re.compile(r"<command-name>\s*/?(.*?)\s*</command-name>", re.S)
 _COMMAND_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.S)
-_MARKERS = re.compile(r"\[Request interrupted by user[^\]]*\]|\[Image #?\d*\]|\[Pasted text #\d+[^\]]*\]")
+_MARKERS = re.compile(r"\[Request interrupted by user[^\]]*\]|\[Image #?\d*\]|\[Pasted text #\d+[^\]]*\]"
+                      r"|^# AGENTS\.md instructions for .*$", re.M)
 _CONTINUED = "This session is being continued from"
 _BILLING = re.compile(r"^x-anthropic-billing-header:.*$", re.M)
 _SPACES = re.compile(r"[ \t]+")
@@ -150,20 +156,56 @@ def system_text(body: dict[str, Any], protocol: Protocol) -> str:
     if protocol == "anthropic":
         raw = _raw_text(body.get("system"))
     else:
-        raw = "\n".join(_raw_text(m.get("content")) for m in _messages(body) if m.get("role") in ("system", "developer"))
+        raw = "\n".join(_raw_text(m.get("content")) for m in _messages(body, protocol) if m.get("role") in ("system", "developer"))
     return _BILLING.sub("", raw).strip()
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+# Responses items that are the agent's own activity (a turn of the assistant), and tool results.
+_ASSISTANT_ITEMS = ("function_call", "custom_tool_call", "reasoning", "local_shell_call", "shell_call",
+                    "apply_patch_call", "web_search_call", "tool_search_call")  # fmt: skip
+_TOOL_OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output",
+                      "shell_call_output", "apply_patch_call_output", "tool_search_output")  # fmt: skip
+
+
+def _responses_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Responses body's `instructions` and `input` as Chat-style messages."""
+    out: list[dict[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        out.append({"role": "system", "content": body["instructions"]})
+    items = body.get("input")
+    if isinstance(items, str):
+        return [*out, {"role": "user", "content": items}]
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message" and isinstance(item.get("role"), str):
+            out.append({"role": item["role"], "content": item.get("content")})
+        elif kind in _TOOL_OUTPUT_ITEMS:
+            out.append({"role": "tool", "content": None})
+        elif kind in _ASSISTANT_ITEMS:
+            out.append({"role": "assistant", "content": None})
+    return out
+
+
+def _messages(body: dict[str, Any], protocol: Protocol = "anthropic") -> list[dict[str, Any]]:
+    if protocol == "responses":
+        return _responses_messages(body)
     messages = body.get("messages")
     return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
 
 def session_key(body: dict[str, Any], protocol: Protocol, header: str | None = None) -> str:
-    """`x-junction-session` when given, else sha256(system text + first user message)."""
+    """`x-junction-session` when given, else a Responses body's `prompt_cache_key`, else sha256(system
+    text + first user message)."""
     if header and header.strip():
         return "h:" + hashlib.sha256(header.strip().encode("utf-8")).hexdigest()[:32]
-    first = next((m for m in _messages(body) if m.get("role") == "user"), None)
+    cache_key = body.get("prompt_cache_key") if protocol == "responses" else None
+    if isinstance(cache_key, str) and cache_key.strip():
+        # Codex sets it to its session id; its first user message (environment context) and developer
+        # prompt are the same for every session in one folder, so they cannot tell sessions apart.
+        return "k:" + hashlib.sha256(cache_key.strip().encode("utf-8")).hexdigest()[:32]
+    first = next((m for m in _messages(body, protocol) if m.get("role") == "user"), None)
     seed = system_text(body, protocol) + "\x00" + (_raw_text(first.get("content")) if first else "")
     return "c:" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32]
 
@@ -172,7 +214,7 @@ def _user_turns(body: dict[str, Any], protocol: Protocol) -> Iterable[tuple[list
     """(genuine texts, tool results present, is the latest turn) per user turn, oldest first.
 
     OpenAI `tool` messages count as a user turn made of tool results, as Anthropic sends them."""
-    messages = _messages(body)
+    messages = _messages(body, protocol)
     # The latest turn is the last non-assistant message (a trailing assistant prefill is ignored).
     last = len(messages) - 1
     while last >= 0 and messages[last].get("role") == "assistant":
@@ -182,7 +224,7 @@ def _user_turns(body: dict[str, Any], protocol: Protocol) -> Iterable[tuple[list
         if role == "user":
             texts, tool = _user_parts(msg.get("content"))
             yield texts, tool, i == last
-        elif role in ("tool", "function") and protocol == "openai":
+        elif role in ("tool", "function") and protocol != "anthropic":
             yield [], True, i == last
 
 

@@ -21,12 +21,15 @@ def test_items_in_every_shape_are_read(tmp_path: Path) -> None:
         {"id": "a", "text": "write a haiku", "gold": "creative_writing", "lang": "en"},
         {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}], "route": None},
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "prove it"}]}], "label": "none", "kind": "single"},
+        {"input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "review a.py"}]}],
+         "instructions": "Be brief.", "gold": "code_review"},
     ]
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     items = evaluate.read_items(path)
-    assert [i.protocol for i in items] == ["anthropic", "openai", "anthropic"]
-    assert [i.gold for i in items] == ["creative_writing", "none", "none"]
+    assert [i.protocol for i in items] == ["anthropic", "openai", "anthropic", "responses"]
+    assert [i.gold for i in items] == ["creative_writing", "none", "none", "code_review"]
+    assert items[3].body == {"input": lines[3]["input"], "instructions": "Be brief."} and items[3].fields == {}
     assert items[0].fields == {"lang": "en"} and items[2].fields == {"kind": "single"}
     with pytest.raises(evaluate.EvalError, match="line 1"):
         evaluate.parse_item({"text": "no gold"}, 1)

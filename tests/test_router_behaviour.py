@@ -98,6 +98,35 @@ def test_openai_tool_loop(router: Router) -> None:
     assert route(router, openai_body, "openai") == ("code_review", "tool_loop")
 
 
+def codex(request: str, loops: int = 2, then: str | None = None) -> dict[str, Any]:
+    """A Codex CLI-style Responses body: developer prompt, environment context, the request, tool calls."""
+    items: list[dict[str, Any]] = [
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are a coding agent running in the Codex CLI."}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>"}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": request}]},
+    ]  # fmt: skip
+    for n in range(loops):
+        items.append({"type": "function_call", "call_id": f"call_{n}", "name": "exec_command",
+                      "arguments": f'{{"cmd": "cat src/f{n}.py"}}'})  # fmt: skip
+        items.append({"type": "function_call_output", "call_id": f"call_{n}", "output": f"def f{n}(x):\n    return x + {n}\n"})
+    if then is not None:
+        items.append({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done."}]})
+        items.append({"type": "message", "role": "user", "content": [{"type": "input_text", "text": then}]})
+    return {"model": "gpt-5", "stream": True, "prompt_cache_key": f"thread:{request}:{then}", "input": items}
+
+
+def test_responses_bodies_keep_tool_loops_and_follow_switches(router: Router) -> None:
+    assert route(router, codex("review src/payments/refund.py for race conditions and missing error handling"),
+                 "responses") == ("code_review", "tool_loop")  # fmt: skip
+    body = codex("look over the retry logic in src/net/client.py for bugs",
+                 then="thanks. unrelated question: write a haiku about a quiet build server")  # fmt: skip
+    assert route(router, body, "responses") == ("creative_writing", "switched")
+    body = codex("review src/cache/lru.py for bugs", then="now prove by induction that 1 + 2 + ... + n = n(n+1)/2")
+    assert route(router, body, "responses")[0] == "complex_reasoning"
+    body = codex("write a sonnet about a flaky integration test into docs/poems/flaky.md", then="make it sadder")
+    assert route(router, body, "responses") == ("creative_writing", "followup")
+
+
 def test_a_plainly_new_task_mid_session_moves(router: Router) -> None:
     body = claude_code("review src/cache/lru.py for bugs", then="now prove by induction that 1 + 2 + ... + n = n(n+1)/2")
     assert route(router, body)[0] == "complex_reasoning"

@@ -146,3 +146,56 @@ def test_session_key_ignores_the_billing_line_and_follows_the_header():
     assert session_key(a, "anthropic", "abc") == session_key(other, "anthropic", "abc") != session_key(a, "anthropic")
     assert "billing" not in system_text(a, "anthropic")
     assert session_key({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}]}, "openai").startswith("c:")
+
+
+def codex_body(*items: dict, cache_key: str | None = "thread-1") -> dict:
+    """A Codex CLI-style Responses body: developer prompt, AGENTS.md and environment context first."""
+    head = [
+        {"type": "message", "id": "msg_1", "role": "developer",
+         "content": [{"type": "input_text", "text": "You are a coding agent running in the Codex CLI."}]},
+        {"type": "message", "id": "msg_2", "role": "user", "content": [{"type": "input_text", "text":
+            "# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\nAlways run pytest before you finish.\n</INSTRUCTIONS>"}]},
+        {"type": "message", "id": "msg_3", "role": "user", "content": [{"type": "input_text", "text":
+            "<environment_context>\n  <cwd>/repo</cwd>\n  <shell>bash</shell>\n</environment_context>"}]},
+    ]  # fmt: skip
+    body: dict = {"model": "m", "stream": True, "input": [*head, *items]}
+    if cache_key:
+        body["prompt_cache_key"] = cache_key
+    return body
+
+
+def said(text_: str) -> dict:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text_}]}
+
+
+def test_responses_bodies_skip_codex_envelopes_and_see_the_tool_loop():
+    body = codex_body(said("review src/app.py for race conditions"))
+    turn = latest_turn(body, "responses")
+    assert turn.kind == "text" and turn.has_text and turn.text == "review src/app.py for race conditions"
+    assert turn.genuine_turns == 1  # AGENTS.md and the environment context are not requests
+    body["input"] += [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": None},
+        {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "exec_command", "arguments": "{\"cmd\":\"cat src/app.py\"}"},
+        {"type": "function_call_output", "id": "fco_1", "call_id": "c1", "output": "import threading"},
+    ]  # fmt: skip
+    loop = latest_turn(body, "responses")
+    assert loop.kind == "tool_result" and not loop.has_text and loop.text == turn.text
+    assert loop.fingerprint == turn.fingerprint  # the same genuine turn: its decision is reused
+    body["input"] += [{"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+                      {"type": "custom_tool_call_output", "call_id": "c2", "output": "Success."}]  # fmt: skip
+    assert latest_turn(body, "responses").kind == "tool_result"
+    body["input"].append(said("thanks. now write a limerick about threads"))
+    nxt = latest_turn(body, "responses")
+    assert nxt.has_text and nxt.text == "thanks. now write a limerick about threads" and nxt.history == (turn.text,)
+
+
+def test_responses_string_input_instructions_and_session_keys():
+    turn = latest_turn({"model": "m", "instructions": "Be brief.", "input": "prove that 7 is prime"}, "responses")
+    assert turn.kind == "text" and turn.text == "prove that 7 is prime"
+    assert system_text({"instructions": "Be brief.", "input": "x"}, "responses") == "Be brief."
+    # Codex's prompt_cache_key is its session id: two sessions in one folder share every other field
+    a, b = codex_body(said("hi"), cache_key="thread-1"), codex_body(said("hi"), cache_key="thread-2")
+    assert session_key(a, "responses") != session_key(b, "responses")
+    assert session_key(a, "responses") == session_key(codex_body(said("other"), cache_key="thread-1"), "responses")
+    assert session_key(a, "responses", "hdr") == session_key(b, "responses", "hdr")  # the header wins
+    assert latest_turn({"input": [None, 3, {"type": "web_search_call"}]}, "responses").kind == "empty"
