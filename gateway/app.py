@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from gateway.chain.aliases import Aliases
 from gateway.chain.auth import Auth
@@ -24,7 +24,7 @@ from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
-from gateway.endpoints import ModelList, healthz, not_routed
+from gateway.endpoints import ModelList, ResponsesWebSocket, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
@@ -146,7 +146,12 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # The Anthropic SDK appends /v1/messages to a base URL that may already end in /v1.
         Route("/v1/v1/messages", chain, methods=["POST"]),
         Route("/v1/v1/messages/count_tokens", chain, methods=["POST"]),
+        Route("/v1/responses", chain, methods=["POST"]),
+        Route("/responses", chain, methods=["POST"]),
+        WebSocketRoute("/v1/responses", ResponsesWebSocket()),
+        WebSocketRoute("/responses", ResponsesWebSocket()),
         Route("/routing/v1/messages", decisions, methods=["POST"]),
+        Route("/routing/v1/responses", decisions, methods=["POST"]),
         Route("/routing/v1/chat/completions", decisions, methods=["POST"]),
         Route("/v1/models", Boundary(Auth(ModelList(config), config), config.limits.max_header_bytes),
               methods=["GET"]),  # fmt: skip

@@ -15,7 +15,7 @@ STATE_KEY = "junction.call"
 @dataclass(slots=True)
 class Call:
     request_id: str
-    protocol: ApiStyle  # the client's wire protocol
+    protocol: ApiStyle  # the client's wire protocol (OPENAI for Responses clients: errors take OpenAI's shape)
     endpoint: str  # "chat", "count_tokens" or "models"
     headers: dict[str, str]  # client request headers, lower-cased names
     started: float = field(default_factory=time.perf_counter)
@@ -46,6 +46,14 @@ class Call:
     streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
     error_type: str | None = None  # the last upstream failure's kind (gateway/upstream.py error_kind)
     usage_estimated: bool = False  # output_tokens estimated from streamed_chars, not reported
+    responses: bool = False  # the client speaks the OpenAI Responses API (POST /v1/responses)
+    tool_table: Any = None  # Responses: what its custom and namespace tools became upstream
+    responses_stream: Any = None  # Responses: the stream translator, for an error after the headers
+
+    @property
+    def wire(self) -> str:
+        """The client's protocol as the router names it: anthropic, openai or responses."""
+        return "responses" if self.responses else self.protocol.value
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -1,4 +1,4 @@
-"""Endpoints that are not LLM calls: the model list and health."""
+"""Endpoints that are not LLM calls: the model list, health, and the Responses WebSocket refusal."""
 
 from __future__ import annotations
 
@@ -68,3 +68,26 @@ async def not_routed(request: Request, exc: Exception) -> Response:
     message = f"{what}: {request.method} {request.url.path}"
     return Response(orjson.dumps(error_body(api, status, message)), status_code=status,
                     media_type="application/json")  # fmt: skip
+
+
+class ResponsesWebSocket:
+    """A WebSocket upgrade on /v1/responses gets HTTP 426: Codex tries a WebSocket first for some
+    providers and falls back to HTTP at once on 426 (any other failure costs it five retries).
+    A class, so Starlette hands it the raw ASGI messages rather than a WebSocket session."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await refuse_websocket(scope, receive, send)
+
+
+async def refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    body = orjson.dumps(error_body(ApiStyle.OPENAI, 426, "WebSocket transport is not supported here: use HTTP "
+                                   "POST /v1/responses with server-sent events"))  # fmt: skip
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": 426,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:  # a server without the denial-response extension: refuse the handshake
+        await send({"type": "websocket.close", "code": 1008})

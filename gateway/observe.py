@@ -95,7 +95,7 @@ class Metrics:
 
     def record(self, call: Call) -> None:
         model = call.provider.model if call.provider else "none"
-        self.requests.labels(call.protocol.value, call.endpoint, call.route or "none", model,
+        self.requests.labels(call.wire, call.endpoint, call.route or "none", model,
                              str(call.status)).inc()  # fmt: skip
         self.duration.labels(model).observe(call.elapsed_ms() / 1000)
         if call.ttft_ms is not None:
@@ -140,7 +140,7 @@ def log_access(call: Call, prompt_chars: int = 0) -> None:
         "ts": round(time.time(), 3),
         "request_id": call.request_id,
         "key": call.key.name if call.key else None,
-        "protocol": call.protocol.value,
+        "protocol": call.wire,
         "endpoint": call.endpoint,
         "requested_model": call.requested_model,
         "model": call.provider.model if call.provider else None,

@@ -62,7 +62,7 @@ def attributes(call: Call) -> dict[str, Any]:
         "gen_ai.usage.output_tokens": call.output_tokens,
         "http.response.status_code": call.status,
         "junction.request_id": call.request_id,
-        "junction.protocol": call.protocol.value,
+        "junction.protocol": call.wire,
         "junction.model": provider.model if provider else None,
         "junction.route": call.route or "none",
         "junction.alias": call.alias,

@@ -105,6 +105,37 @@ def count_anthropic_tokens(body: dict[str, Any]) -> int:
     return fixed + count_text_tokens("\n".join(t for t in texts if t))
 
 
+def count_responses_tokens(body: dict[str, Any]) -> int:
+    """Input tokens of a Responses request: instructions, tool definitions and every input item."""
+    if not isinstance(body, dict):
+        return 0
+    texts: list[str] = []
+    fixed = _collect_system(body.get("instructions"), texts)
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict):
+            fixed += TOOL_TOKENS
+            texts += [str(tool.get(k) or "") for k in ("name", "description")]
+            if tool.get("parameters") is not None:
+                texts.append(_json(tool["parameters"]))
+    items = body.get("input")
+    if isinstance(items, str):
+        return fixed + MESSAGE_TOKENS + count_text_tokens(items)
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        fixed += MESSAGE_TOKENS
+        content = item.get("content")
+        if isinstance(content, list):
+            fixed += sum(IMAGE_TOKENS for part in content if isinstance(part, dict) and part.get("type") == "input_image")
+            content = [part for part in content if isinstance(part, dict) and part.get("type") != "input_image"]
+        fixed += _collect_content(content, texts)
+        texts += [str(item.get(k)) for k in ("name", "arguments", "input") if isinstance(item.get(k), str)]
+        output = item.get("output")
+        if isinstance(output, (str, list)):
+            fixed += _collect_content(output, texts)
+    return fixed + count_text_tokens("\n".join(t for t in texts if t))
+
+
 def _collect_system(system: Any, texts: list[str]) -> int:
     if system is None:
         return 0

@@ -17,6 +17,7 @@ from gateway.errors import GatewayError, render, stream_error_frame
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics, log_access
 from models.providers import ApiStyle
+from models.translate.errors import responses_error_code
 
 log = logging.getLogger("junction")
 
@@ -64,6 +65,7 @@ class Boundary:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
         call = Call(_request_id(headers), _protocol(path), _endpoint(path), headers)
+        call.responses = path.endswith("/responses")
         call.query = scope.get("query_string", b"").decode("latin-1")
         scope.setdefault("state", {})[STATE_KEY] = call
         started = finished = streaming = False
@@ -146,7 +148,11 @@ class Boundary:
             await send({"type": "http.response.body", "body": body})
             return
         # Headers are gone: the only honest ending is an in-band error the SDKs raise on.
-        tail = stream_error_frame(call.protocol, status, message) if streaming else b""
+        tail = b""
+        if streaming and call.responses_stream is not None:  # Responses: error + response.failed, in sequence
+            tail = b"".join(call.responses_stream.fail(responses_error_code(status, message), message))
+        elif streaming:
+            tail = stream_error_frame(call.protocol, status, message)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 

@@ -13,6 +13,7 @@ import orjson
 from gateway.call import get_call
 from gateway.config import Limits
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from models.translate.responses_request import check_responses_request
 from models.validate import check_request
 
 OFFLOAD_BYTES = 1024 * 1024
@@ -60,12 +61,21 @@ class Intake:
         messages = body.get("messages") if isinstance(body, dict) else None
         if isinstance(messages, list) and len(messages) > self.max_messages:
             raise PayloadTooLarge(f"messages: {len(messages)} messages exceed the limit of {self.max_messages}")
-        # count_tokens and the routing API take message bodies without max_tokens.
-        problems = check_request(call.protocol, body, count_tokens=call.endpoint in ("count_tokens", "route"))
+        if call.responses:
+            problems = check_responses_request(body)
+            previous = body.get("previous_response_id") if isinstance(body, dict) else None
+            if not problems and previous is not None:
+                # No response is stored yet, so none can be continued: say so rather than answer
+                # without the history the client meant to send.
+                raise InvalidRequest(f"Previous response with id {previous!r} not found.", code="previous_response_not_found")
+        else:
+            # count_tokens and the routing API take message bodies without max_tokens.
+            problems = check_request(call.protocol, body, count_tokens=call.endpoint in ("count_tokens", "route"))
         if problems:
             raise InvalidRequest("; ".join(problems))
         call.body = body
         call.body_size = len(raw)
         call.stream = body.get("stream") is True and call.endpoint == "chat"
-        call.requested_model = body["model"]
+        # Codex may omit the model of a Responses request: the default model (or a route) serves it.
+        call.requested_model = body.get("model") if call.responses else body["model"]
         await self.app(scope, receive, send)

@@ -121,7 +121,8 @@ def estimate(body: dict[str, Any], size: int = 0, counted: int | None = None) ->
     Upstream tokenizers and per-message overheads differ from our count, so the input side is
     at least a token per 4 bytes of the request: a reservation should not come in under the bill.
     """
-    limit = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_OUTPUT_RESERVATION
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens") \
+        or DEFAULT_OUTPUT_RESERVATION  # fmt: skip
     tokens = count_anthropic_tokens(body) if counted is None else counted
     return max(tokens, size // 4), limit if isinstance(limit, int) else DEFAULT_OUTPUT_RESERVATION
 

@@ -49,7 +49,7 @@ def build_router(config: Config) -> Router | None:
 
 async def decide(router: Router, call: Call) -> Decision:
     assert call.body is not None
-    return await router.decide(call.body, call.protocol.value, call.headers.get(SESSION_HEADER))
+    return await router.decide(call.body, call.wire, call.headers.get(SESSION_HEADER))  # type: ignore[arg-type]
 
 
 class Routing:
@@ -104,7 +104,7 @@ def ranked(models: tuple[Any, ...], policy: SelectionPolicy,
 
 
 class RouteDecision:
-    """`POST /routing/v1/messages` and `/routing/v1/chat/completions` (Plano's decision-only API):
+    """`POST /routing/v1/messages`, `/routing/v1/chat/completions` and `/routing/v1/responses` (Plano's decision-only API):
     the same bodies as the LLM endpoints, answered with the decision and no LLM call."""
 
     def __init__(self, router: Router | None) -> None:

@@ -17,19 +17,26 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from typing import Any, Callable
+import time
+from typing import Any, Awaitable, Callable
 
 import orjson
 
 from gateway.call import Call, get_call
 from gateway.chain.boundary import json_response
 from gateway.chain.repair import ERROR_KEY, EVENTS_KEY, PING_KEY
+from gateway.errors import InvalidRequest
 from gateway.redact import Redactor
 from models.providers import ApiStyle
-from models.tokens import count_anthropic_tokens
+from models.sse import SSEDecoder, SSEEvent
+from models.tokens import count_anthropic_tokens, count_responses_tokens
 from models.translate import request as treq
 from models.translate import response as tresp
-from models.translate.errors import UpstreamResponseError, error_body, map_upstream_error
+from models.translate.errors import UpstreamResponseError, error_body, map_upstream_error, responses_error_code
+from models.translate.responses_request import ResponsesInputError, responses_to_chat
+from models.translate.responses_response import chat_to_responses, new_response_id
+from models.translate.responses_stream import ChatToResponsesStream
+from models.translate.responses_tools import ToolTable
 from models.translate.stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
 # Body fields some gateways honour to redirect a call (LiteLLM's CVE-2024-6587): never forwarded.
@@ -54,10 +61,18 @@ _NO_COUNT_ENDPOINT = (404, 405, 501)
 
 
 def upstream_request(call: Call) -> dict[str, Any]:
-    """The request body in the upstream's protocol (pure)."""
+    """The request body in the upstream's protocol (pure, but for the Responses tool table it keeps)."""
     provider, body = call.provider, call.body
     assert provider is not None and body is not None
     target = treq.Target(provider.model_id, provider.prefix, provider.quirks)
+    if call.responses:
+        # Responses -> Chat Completions, and on to Messages through the existing translator: one
+        # copy of each mapping. The tool table turns calls back into custom / namespaced tools.
+        try:
+            chat, call.tool_table = responses_to_chat(body, target)
+        except ResponsesInputError as exc:
+            raise InvalidRequest(f"{exc.param}: {exc.message}") from None
+        return treq.openai_to_anthropic(chat, target) if provider.api is ApiStyle.ANTHROPIC else chat
     if call.protocol is ApiStyle.ANTHROPIC and provider.api is ApiStyle.OPENAI:
         return treq.anthropic_to_openai(body, target)
     if call.protocol is ApiStyle.OPENAI and provider.api is ApiStyle.ANTHROPIC:
@@ -92,7 +107,8 @@ async def counted_input(call: Call) -> int:
     reservation and the translated stream's first usage figure both need it)."""
     if call.counted_tokens is None:
         body = call.body
-        call.counted_tokens = await offload(call, lambda: count_anthropic_tokens(body), COUNT_OFFLOAD_BYTES)
+        count = count_responses_tokens if call.responses else count_anthropic_tokens
+        call.counted_tokens = await offload(call, lambda: count(body), COUNT_OFFLOAD_BYTES)
     return call.counted_tokens
 
 
@@ -123,7 +139,9 @@ class ClientResponse:
         if self.inner is None:
             call = self.call
             assert call.provider is not None
-            if call.provider.api is call.protocol:
+            if call.responses:
+                self.inner = ResponsesAnswer(call, self._send)
+            elif call.provider.api is call.protocol:
                 self.inner = SameProtocol(call, self._send)
             else:
                 estimate = 0
@@ -186,6 +204,24 @@ class _Responder:
                                                  _header(self.headers, b"retry-after"))  # fmt: skip
         await self._respond(status, body, extra)
 
+    async def _translated(self, raw: bytes, convert: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+        """A successful upstream body, converted for the client; a clear 502 when it is not one."""
+        call = self.call
+        try:
+            upstream = orjson.loads(raw)
+            if not isinstance(upstream, dict):
+                raise UpstreamResponseError("upstream answered with something other than a JSON object")
+            if call.stream:
+                raise UpstreamResponseError("upstream answered a streaming request with a non-streaming body")
+            answer = await convert(upstream)
+        except orjson.JSONDecodeError:
+            await self._respond(502, error_body(call.protocol, 502, "upstream answered with invalid JSON"), {})
+            return
+        except UpstreamResponseError as exc:
+            await self._respond(exc.status, error_body(call.protocol, exc.status, exc.message), {})
+            return
+        await self._respond(200, answer, {})
+
     async def _respond(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
         start, body = json_response(status, payload)
         # The upstream's request-id, x-should-retry and rate-limit headers still apply.
@@ -212,7 +248,20 @@ class SameProtocol(_Responder):
             await super()._complete(raw)
 
 
-class CrossProtocol(_Responder):
+class _Converting(_Responder):
+    """Successful buffered answers go through `_convert` (the upstream's JSON -> the client's)."""
+
+    async def _complete(self, raw: bytes) -> None:
+        if self.status >= 400:
+            await super()._complete(raw)
+        else:
+            await self._translated(raw, self._convert)
+
+    async def _convert(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class CrossProtocol(_Converting):
     """The upstream's answer (in its protocol) -> the client's protocol."""
 
     def __init__(self, call: Call, send: Any, input_estimate: int) -> None:
@@ -254,31 +303,90 @@ class CrossProtocol(_Responder):
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
 
-    async def _complete(self, raw: bytes) -> None:
-        if self.status >= 400:
-            await super()._complete(raw)
-            return
+    async def _convert(self, upstream: dict[str, Any]) -> dict[str, Any]:
         call = self.call
-        try:
-            upstream = orjson.loads(raw)
-            if not isinstance(upstream, dict):
-                raise UpstreamResponseError("upstream answered with something other than a JSON object")
-            if call.stream:
-                raise UpstreamResponseError("upstream answered a streaming request with a non-streaming body")
-            model = call.requested_model or ""
-            if call.protocol is ApiStyle.ANTHROPIC:
-                estimate = None
-                usage = upstream.get("usage")
-                if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
-                    # No usage from the upstream: Claude Code's context meter still needs a figure.
-                    estimate = await counted_input(call)
-                answer = tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)
-            else:
-                answer = tresp.anthropic_to_openai(upstream, client_model=model)
-        except orjson.JSONDecodeError:
-            await self._respond(502, error_body(call.protocol, 502, "upstream answered with invalid JSON"), {})
-            return
-        except UpstreamResponseError as exc:
-            await self._respond(exc.status, error_body(call.protocol, exc.status, exc.message), {})
-            return
-        await self._respond(200, answer, {})
+        model = call.requested_model or ""
+        if call.protocol is ApiStyle.ANTHROPIC:
+            estimate = None
+            usage = upstream.get("usage")
+            if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
+                # No usage from the upstream: Claude Code's context meter still needs a figure.
+                estimate = await counted_input(call)
+            return tresp.openai_to_anthropic(upstream, client_model=model, input_estimate=estimate)
+        return tresp.anthropic_to_openai(upstream, client_model=model)
+
+
+class ResponsesAnswer(_Converting):
+    """A Chat Completions (or Messages) answer -> the Responses API: the whole body, or the event stream.
+
+    A Messages upstream's answer goes through the Messages -> Chat translator first, so each
+    mapping exists once. Errors before the headers take OpenAI's error shape (the mapper's); after
+    them the stream ends with `error` + `response.failed` carrying a code Codex acts on.
+    """
+
+    def __init__(self, call: Call, send: Any) -> None:
+        super().__init__(call, send)
+        self.stream: ChatToResponsesStream | None = None
+        self.via: AnthropicToOpenAIStream | None = None  # Messages upstream: its events -> Chat chunks
+        self.decoder = SSEDecoder()
+
+    def _model(self) -> str:
+        return self.call.requested_model or (self.call.provider.model if self.call.provider else "")
+
+    def _tools(self) -> ToolTable:
+        return self.call.tool_table if isinstance(self.call.tool_table, ToolTable) else ToolTable()
+
+    async def _passes(self, start: dict[str, Any]) -> bool:
+        call = self.call
+        is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
+        if not (call.stream and self.status == 200 and is_sse):
+            return False
+        assert call.body is not None and call.provider is not None
+        self.stream = call.responses_stream = ChatToResponsesStream(call.body, self._tools(), self._model())
+        if call.provider.api is ApiStyle.ANTHROPIC:
+            self.via = AnthropicToOpenAIStream(self._model(), True)
+        passed = [(k, v) for k, v in self.headers if k != b"content-type"]
+        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
+        await self._send({"type": "http.response.body", "body": b"".join(self.stream.start()), "more_body": True})
+        return True
+
+    def _chunks(self, events: Any, last: bool) -> list[dict[str, Any]]:
+        """The upstream's events as Chat Completions chunks."""
+        if self.via is not None:
+            frames = b"".join(self.via.feed(e) for e in events) + (self.via.finish() if last else b"")
+            events = self.decoder.feed(frames) if frames else []
+        chunks = []
+        for event in events:
+            data = event.data.strip() if isinstance(event, SSEEvent) else ""
+            if not data or data == "[DONE]" or event.comment:
+                continue
+            payload = orjson.loads(data)
+            if isinstance(payload, dict):
+                chunks.append(payload)
+        return chunks
+
+    async def _relay(self, message: dict[str, Any]) -> None:
+        stream = self.stream
+        assert stream is not None
+        more = message.get("more_body", False)
+        error = message.get(ERROR_KEY)
+        out: list[bytes] = []
+        if error is not None:
+            status, text = error
+            out = stream.fail(responses_error_code(status, text), text)
+        elif message.get(PING_KEY):
+            out = [stream.keepalive()]  # a data event: comments do not reset Codex's idle timer
+        else:
+            for chunk in self._chunks(message.get(EVENTS_KEY, ()), not more):
+                out += stream.feed(chunk)  # in-band upstream errors end the stream as failed there
+            if not more:
+                out += stream.finish()
+        if out or not more:
+            await self._send({"type": "http.response.body", "body": b"".join(out), "more_body": more and not stream.done})
+
+    async def _convert(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        call = self.call
+        assert call.body is not None and call.provider is not None
+        if call.provider.api is ApiStyle.ANTHROPIC:
+            upstream = tresp.anthropic_to_openai(upstream, client_model=self._model())
+        return chat_to_responses(upstream, call.body, self._tools(), new_response_id(), int(time.time()), self._model())

@@ -325,3 +325,26 @@ def upstream_stream_error_frame(payload: Any, client_api: ApiStyle) -> bytes:
     status = info.status or _STATUS_OF_TYPE.get(info.type or "", 500)
     _, body, _ = _map(status, info, client_api, None)
     return _frame(client_api, body)
+
+
+def responses_error_code(status: int | None, message: str, info: UpstreamErrorInfo | None = None) -> str:
+    """The `code` of a Responses `response.failed` event, for a failure after the headers (the gateway's
+    own, with its status, or an error the upstream sent inside its stream, with `info`), from the
+    codes Codex understands: it retries overloads, rate limits and server errors, and stops on
+    context overflow and invalid prompts."""
+    info = info or UpstreamErrorInfo(message)
+    status = status or info.status
+    if is_context_overflow(info):
+        return "context_length_exceeded"
+    if _mentions(_QUOTA, info):
+        return "insufficient_quota"
+    if status == 429 or _mentions(_RATE_LIMITED, info):
+        return "rate_limit_exceeded"
+    if status in (503, 529) or _mentions(_OVERLOADED, info):
+        return "server_is_overloaded"
+    if status in (400, 413, 422):
+        return "invalid_prompt"
+    return "server_error"
+
+
+_RATE_LIMITED = re.compile(r"rate.?limit", re.I)

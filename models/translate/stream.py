@@ -19,7 +19,7 @@ finish, as start -> one delta -> stop. No fragment is ever sent to a closed or u
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import orjson
@@ -27,6 +27,7 @@ import orjson
 from models.providers import ApiStyle
 from models.sse import SSEEvent, encode
 from models.translate.errors import stream_error_frame, upstream_stream_error_frame
+from models.translate.fragments import Assembly, Pending
 from models.translate.ids import to_client_id
 from models.translate.response import (
     OVERLOADED_FINISH,
@@ -38,7 +39,6 @@ from models.translate.response import (
     new_tool_id,
     openai_usage,
     parse_arguments,
-    reasoning_of,
     stop_reason_for,
 )
 from models.translate.thinking import sign
@@ -83,31 +83,10 @@ class _Translator:
 
 
 @dataclass(eq=False, slots=True)
-class _Block:
+class _Block(Pending):
     """One future content block: text, thinking, or a tool call being assembled."""
 
-    kind: str  # "text" | "thinking" | "tool_use"
-    parts: list[str] = field(default_factory=list)  # text, thinking or argument fragments
-    sent: int = 0  # parts already emitted
     index: int | None = None  # client block index, once started
-    closed: bool = False
-    upstream_id: str | None = None
-    name: str | None = None
-    late: bool = False  # argument data arrived after the block had to be closed
-    _checked: int = -1  # len(parts) at the last completeness check
-    _complete: bool = False
-
-    def has_content(self) -> bool:
-        return any(p.strip() for p in self.parts)
-
-    def args_complete(self) -> bool:
-        """True once the arguments parse as a JSON object: the call cannot continue."""
-        if self._checked != len(self.parts):
-            self._checked = len(self.parts)
-            tail = next((p.rstrip() for p in reversed(self.parts) if p.strip()), "")
-            # Cheap pre-check so long argument streams are not re-parsed on every fragment.
-            self._complete = tail.endswith("}") and parse_arguments("".join(self.parts)) is not None
-        return self._complete
 
 
 class OpenAIToAnthropicStream(_Translator):
@@ -120,18 +99,15 @@ class OpenAIToAnthropicStream(_Translator):
         self._model = client_model
         self._input_estimate = input_estimate
         self._id = new_message_id()
-        self._blocks: list[_Block] = []
-        self._cursor = 0  # first block not yet closed (or skipped)
         self._next_index = 0
-        self._by_index: dict[int, _Block] = {}
-        self._by_id: dict[str, _Block] = {}
-        self._last_call: _Block | None = None
         self._finish: str | None = None
         self._stop_sequence: str | None = None
         self._saw_done = False
         self._raw_usage: dict[str, Any] | None = None
         self._saw_tool_use = False
         self.anomalies: list[str] = []  # upstream protocol oddities, for the gateway's logs
+        self._assembly: Assembly[_Block] = Assembly(_Block, self.anomalies, "block", ("thinking", "text", "tool_use"))
+        self._blocks = self._assembly.items
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -198,17 +174,11 @@ class OpenAIToAnthropicStream(_Translator):
     # -- chunk handling --------------------------------------------------------------------
 
     def _chunk(self, chunk: dict[str, Any]) -> bytes:
-        if isinstance(chunk.get("usage"), dict):
-            self._raw_usage = chunk["usage"]  # cumulative: the latest wins
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+        usage, choice = self._assembly.read(chunk)
+        if usage is not None:
+            self._raw_usage = usage
         if choice is None:
-            return b""  # e.g. the include_usage chunk (choices: [])
-        if isinstance(choice.get("usage"), dict):
-            self._raw_usage = choice["usage"]  # Kimi puts stream usage inside the choice
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            self._delta(delta)
+            return b""
         finish = choice.get("finish_reason")
         if finish == OVERLOADED_FINISH:
             return self._pump(final=False) + self._fail(529, "upstream is overloaded (insufficient_system_resource)")
@@ -219,109 +189,24 @@ class OpenAIToAnthropicStream(_Translator):
             self._stop_sequence = matched if isinstance(matched, str) and matched else None
         return self._pump(final=False)
 
-    def _delta(self, delta: dict[str, Any]) -> None:
-        reasoning = reasoning_of(delta)
-        if reasoning:
-            self._append_text("thinking", reasoning)
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            self._append_text("text", content)
-        refusal = delta.get("refusal")
-        if isinstance(refusal, str) and refusal:
-            self._append_text("text", refusal)
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list):
-            for fragment in calls:
-                if isinstance(fragment, dict):
-                    self._tool_fragment(fragment)
-        elif isinstance(delta.get("function_call"), dict):  # legacy single-function streaming
-            self._tool_fragment({"index": 0, "function": delta["function_call"]})
-
-    def _append_text(self, kind: str, text: str) -> None:
-        last = self._blocks[-1] if self._blocks else None
-        if last is None or last.kind != kind or last.closed:
-            last = _Block(kind)
-            self._blocks.append(last)
-        last.parts.append(text)
-
-    def _tool_fragment(self, fragment: dict[str, Any]) -> None:
-        index = fragment.get("index") if isinstance(fragment.get("index"), int) else None
-        call_id = fragment.get("id") if isinstance(fragment.get("id"), str) and fragment.get("id") else None
-        function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
-        name = function.get("name") if isinstance(function.get("name"), str) and function.get("name") else None
-        arguments = arguments_text(function.get("arguments"))
-
-        call = self._find_call(index, call_id, name)
-        if call is None:
-            call = _Block("tool_use")
-            self._blocks.append(call)
-        if index is not None:
-            self._by_index[index] = call
-        if call_id and call.upstream_id is None:
-            call.upstream_id = call_id
-            self._by_id[call_id] = call
-        if name and call.name is None:
-            call.name = name
-        if arguments:
-            if call.closed:
-                if arguments.strip():
-                    call.late = True
-                    self.anomalies.append(f"arguments for tool '{call.name}' arrived after its block closed")
-            else:
-                call.parts.append(arguments)
-        self._last_call = call
-
-    def _find_call(self, index: int | None, call_id: str | None, name: str | None) -> _Block | None:
-        """The call a fragment continues, or None when it starts a new one."""
-        if call_id is not None and call_id in self._by_id:
-            return self._by_id[call_id]
-        call = self._by_index.get(index) if index is not None else None
-        if call is not None:
-            new_id = call_id is not None and call.upstream_id is not None and call_id != call.upstream_id
-            new_name = name is not None and call.name is not None and name != call.name
-            # A header for a call whose arguments are already a whole object starts another call
-            # (servers that send every call on index 0 without ids).
-            repeated = name is not None and call.args_complete()
-            return None if new_id or new_name or repeated else call
-        if call_id is None and name is None:
-            # No header: it continues the latest call (also when a server moves a call's tail to
-            # a fresh index, as deepseek-v4-flash has been seen to do).
-            return self._last_call
-        return None
-
     # -- block emission --------------------------------------------------------------------
 
     def _pump(self, final: bool) -> bytes:
         """Emit what can be emitted: start, feed and close blocks strictly in order."""
-        out: list[bytes] = []
-        while self._cursor < len(self._blocks):
-            block = self._blocks[self._cursor]
-            has_next = self._cursor + 1 < len(self._blocks)
-            if block.index is None and not self._startable(block, final):
-                # Whitespace-only text/thinking that something followed, or a nameless call at
-                # the end, can never become a valid block: skip it.
-                if final or (has_next and block.kind != "tool_use"):
-                    if block.kind == "tool_use":
-                        self.anomalies.append("a tool call without a name was dropped")
-                    block.closed = True
-                    self._cursor += 1
-                    continue
-                break
-            if block.index is None:
-                out.append(self._start(block))
-            out.append(self._flush(block))
-            if final or (has_next and (block.kind != "tool_use" or block.args_complete())):
-                out.append(self._close(block))
-                self._cursor += 1
-                continue
-            break
-        return b"".join(out)
+        return b"".join(self._assembly.pump(final, self))
 
-    def _startable(self, block: _Block, final: bool) -> bool:
-        if block.kind != "tool_use":
-            return block.has_content()  # never open a block for empty or whitespace-only text
-        # A call opens once named and either its id or its first arguments are known.
-        return block.name is not None and (block.upstream_id is not None or bool(block.parts) or final)
+    # Emitter hooks (fragments.Assembly.pump)
+    def started(self, block: _Block) -> bool:
+        return block.index is not None
+
+    def open(self, block: _Block) -> list[bytes]:
+        return [self._start(block)]
+
+    def flush(self, block: _Block) -> list[bytes]:
+        return [self._flush(block)]
+
+    def close(self, block: _Block) -> list[bytes]:
+        return [self._close(block)]
 
     def _start(self, block: _Block) -> bytes:
         block.index = self._next_index

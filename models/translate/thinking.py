@@ -23,3 +23,28 @@ def sign(thinking: str) -> str:
 
 def is_gateway_signature(signature: object) -> bool:
     return isinstance(signature, str) and signature.startswith(PREFIX)
+
+
+# Responses `reasoning` items carry the upstream's reasoning text back to the gateway on the next turn
+# inside `encrypted_content`: a gateway-owned token (the text, base64, plus an HMAC over it) that a
+# client cannot forge. `open_reasoning` returns None for anything the gateway did not mint.
+REASONING_PREFIX = "junction-rs1."
+
+
+def seal_reasoning(text: str) -> str:
+    payload = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
+    digest = hmac.new(_KEY, b"reasoning\x00" + payload.encode("ascii"), hashlib.sha256).digest()[:18]
+    return f"{REASONING_PREFIX}{payload}.{base64.urlsafe_b64encode(digest).decode('ascii')}"
+
+
+def open_reasoning(token: object) -> str | None:
+    if not isinstance(token, str) or not token.startswith(REASONING_PREFIX):
+        return None
+    payload, _, mac = token[len(REASONING_PREFIX) :].rpartition(".")
+    expected = hmac.new(_KEY, b"reasoning\x00" + payload.encode("ascii", "replace"), hashlib.sha256).digest()[:18]
+    if not hmac.compare_digest(base64.urlsafe_b64encode(expected).decode("ascii"), mac):
+        return None
+    try:
+        return base64.urlsafe_b64decode(payload.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,229 @@
+"""`POST /v1/responses` over real sockets: a `junction serve` process, the mock upstream speaking Chat
+Completions or Messages, and the official OpenAI SDK (`responses.create`, the `responses.stream`
+accumulator) as the strict client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.procs import start_gateway, write_config
+
+KEY = "gw-responses-key-0123456789"
+SECRET = "sk-responses-upstream-secret-abc"
+
+CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/gpt-mock
+    base_url: {mock}/v1
+    access_key: $TEST_UPSTREAM_SECRET
+    default: true
+  - model: mock/claude-mock
+    base_url: {mock}
+    provider_interface: anthropic
+    access_key: $TEST_UPSTREAM_SECRET
+  - model: mock/rate-limited
+    base_url: {mock}/v1
+    access_key: $TEST_UPSTREAM_SECRET
+    headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
+gateway_keys:
+  - name: tests
+    key: $TEST_GATEWAY_KEY
+"""
+
+APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch to files.",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/s"}}  # fmt: skip
+EXEC = {"type": "function", "name": "exec_command", "description": "Run a shell command.", "strict": False,
+        "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = write_config(tmp_path_factory.mktemp("responses"), CONFIG.format(mock=mock))
+    proc, base = start_gateway(config, {"TEST_UPSTREAM_SECRET": SECRET, "TEST_GATEWAY_KEY": KEY},
+                               "--log-level", "warning")  # fmt: skip
+    with proc:
+        yield base
+
+
+@pytest.fixture()
+def upstream(mock: str) -> Any:
+    """What the mock received during the test (request bodies)."""
+    httpx.delete(f"{mock}/_mock/requests")
+    httpx.delete(f"{mock}/_mock/script")
+    return lambda: [r["body"] for r in httpx.get(f"{mock}/_mock/requests").json()]
+
+
+def client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0, timeout=20)
+
+
+def sse(*chunks: dict[str, Any], done: bool = True) -> list[str]:
+    return [f"data: {json.dumps(c)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-mock",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def script(mock: str, model: str, chunks: list[str], **extra: Any) -> None:
+    entry = {"match_model": model, "status": 200, "headers": {"content-type": "text/event-stream"}, "chunks": chunks}
+    httpx.post(f"{mock}/_mock/script", json={"responses": [{**entry, **extra}]}).raise_for_status()
+
+
+def events_of(raw: str) -> list[dict[str, Any]]:
+    out = []
+    for block in raw.split("\n\n"):
+        data = [line[5:].strip() for line in block.splitlines() if line.startswith("data:")]
+        if data:
+            out.append(json.loads("\n".join(data)))
+    return out
+
+
+def raw_stream(gateway: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with httpx.stream("POST", f"{gateway}/v1/responses", json={**body, "stream": True},
+                      headers={"authorization": f"Bearer {KEY}"}, timeout=20) as response:  # fmt: skip
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        return events_of(response.read().decode())
+
+
+def test_text_answer_from_a_chat_upstream(gateway: str, upstream: Any) -> None:
+    answer = client(gateway).responses.create(model="gpt-mock", instructions="Be brief.", input="say hello", store=False)
+    assert answer.status == "completed" and answer.output_text and answer.id.startswith("resp_")
+    assert answer.model == "gpt-mock" and answer.usage is not None and answer.usage.total_tokens > 0
+    (sent,) = upstream()
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["messages"][-1]["role"] == "user" and "say hello" in json.dumps(sent["messages"][-1])
+    assert not {"input", "instructions", "store"} & set(sent)  # a Chat body, nothing of the Responses shape
+
+
+def test_streamed_text_through_the_sdk_accumulator(gateway: str, mock: str, upstream: Any) -> None:
+    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo, wörld"}),
+                                 chunk({}, "stop"), {**chunk({}), "choices": [], "usage": {
+                                     "prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
+                                     "prompt_tokens_details": {"cached_tokens": 4}}}))  # fmt: skip
+    with client(gateway).responses.stream(model="gpt-mock", input="greet the world") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert final.output_text == "Hello, wörld" and final.status == "completed"
+    assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (11, 3)
+    assert final.usage.input_tokens_details.cached_tokens == 4
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.index("response.output_item.added") < kinds.index("response.output_text.delta") < \
+        kinds.index("response.output_item.done")  # fmt: skip
+    assert upstream()[0]["stream"] is True
+
+
+def test_custom_and_function_tools_round_trip(gateway: str, mock: str, upstream: Any) -> None:
+    patch = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
+    script(mock, "gpt-mock", sse(
+        chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                                                    "function": {"name": "exec_command", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
+                               "function": {"name": "apply_patch", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"cmd": "ls"}'}}]}),  # interleaved
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": json.dumps({"input": patch})}}]}),
+        chunk({}, "tool_calls")))  # fmt: skip
+    body = {"model": "gpt-mock", "input": [{"type": "message", "role": "user",
+                                            "content": [{"type": "input_text", "text": "add hello.txt"}]}],
+            "tools": [EXEC, APPLY_PATCH], "tool_choice": "auto", "parallel_tool_calls": True}  # fmt: skip
+    with client(gateway).responses.stream(**body) as stream:
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type in ("function_call", "custom_tool_call")]
+    assert [(c.type, c.name) for c in calls] == [("function_call", "exec_command"), ("custom_tool_call", "apply_patch")]
+    assert json.loads(calls[0].arguments) == {"cmd": "ls"} and calls[1].input == patch  # unwrapped for Codex
+    (sent,) = upstream()
+    assert [t["function"]["name"] for t in sent["tools"]] == ["exec_command", "apply_patch"]
+    # The next turn replays both calls and their outputs: one assistant message, then the tool messages.
+    follow = [*body["input"], *(c.model_dump(exclude_none=True) for c in calls),
+              {"type": "function_call_output", "call_id": calls[0].call_id, "output": "README.md"},
+              {"type": "custom_tool_call_output", "call_id": calls[1].call_id, "output": "Success."}]  # fmt: skip
+    answer = client(gateway).responses.create(**{**body, "input": follow})
+    assert answer.status == "completed"
+    sent = upstream()[-1]["messages"]
+    assistant = next(m for m in sent if m["role"] == "assistant")
+    assert [c["id"] for c in assistant["tool_calls"]] == [calls[0].call_id, calls[1].call_id]
+    assert json.loads(assistant["tool_calls"][1]["function"]["arguments"]) == {"input": patch}
+    assert [(m["role"], m["tool_call_id"]) for m in sent if m["role"] == "tool"] == \
+        [("tool", calls[0].call_id), ("tool", calls[1].call_id)]  # fmt: skip
+
+
+def test_reasoning_round_trip_is_gateway_signed(gateway: str, mock: str, upstream: Any) -> None:
+    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "reasoning_content": "think about it"}),
+                                 chunk({"content": "42"}), chunk({}, "stop")))  # fmt: skip
+    with client(gateway).responses.stream(model="gpt-mock", input="the answer?") as stream:
+        final = stream.get_final_response()
+    reasoning = next(item for item in final.output if item.type == "reasoning")
+    assert reasoning.encrypted_content and "think about it" not in reasoning.encrypted_content
+    assert final.output_text == "42"
+    forged = reasoning.model_dump(exclude_none=True)
+    forged["encrypted_content"] = reasoning.encrypted_content[:-4] + "AAAA"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway).responses.create(model="gpt-mock", input=[forged, {"role": "user", "content": "more"}])
+    assert "encrypted_content" in str(refused.value)
+
+
+def test_an_anthropic_upstream_answers_in_responses_shape(gateway: str, upstream: Any) -> None:
+    answer = client(gateway).responses.create(model="claude-mock", instructions="Be brief.", input="hello")
+    assert answer.status == "completed" and answer.output_text and answer.model == "claude-mock"
+    (sent,) = upstream()
+    assert sent["system"] and sent["messages"][0]["role"] == "user" and sent["max_tokens"] > 0  # a Messages body
+    with client(gateway).responses.stream(model="claude-mock", input="hello again") as stream:
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text
+
+
+def test_bad_input_is_a_400_naming_the_field(gateway: str) -> None:
+    response = httpx.post(f"{gateway}/v1/responses", json={"model": "gpt-mock", "input": 5},
+                          headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith("input:")
+    with pytest.raises(openai.BadRequestError) as missing:
+        client(gateway).responses.create(model="gpt-mock", input="again", previous_response_id="resp_unknown")
+    assert missing.value.code == "previous_response_not_found"
+
+
+def test_upstream_errors_keep_their_status(gateway: str) -> None:
+    with pytest.raises(openai.RateLimitError) as limited:
+        client(gateway).responses.create(model="rate-limited", input="hi")
+    assert limited.value.status_code == 429 and limited.value.response.headers.get("retry-after") == "3"
+
+
+def test_an_upstream_that_dies_mid_stream_ends_in_response_failed(gateway: str, mock: str) -> None:
+    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "partial "}), chunk({"content": "answer"}),
+                                 done=False), close_early=True)  # fmt: skip
+    events = raw_stream(gateway, {"model": "gpt-mock", "input": "tell me"})
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1]["response"]["status"] == "failed" and events[-1]["response"]["error"]["code"] == "server_error"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    with pytest.raises(openai.APIError):
+        script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "x"}), done=False), close_early=True)
+        with client(gateway).responses.stream(model="gpt-mock", input="again") as stream:
+            stream.get_final_response()
+
+
+def test_a_websocket_upgrade_gets_426(gateway: str) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = gateway.replace("http://", "ws://") + "/v1/responses"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers={"authorization": f"Bearer {KEY}"}, open_timeout=5)
+    assert refused.value.response.status_code == 426
+
+
+def test_routing_api_reads_responses_bodies(gateway: str) -> None:
+    body = {"input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+    response = httpx.post(f"{gateway}/routing/v1/responses", json=body, headers={"authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200 and response.json()["reason"] == "no_preferences"
+
