@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock bench-overhead bench-routing bench-soak bench-key-flood bench-hol clean claude-code
+.PHONY: run test install lock bench-overhead bench-routing bench-soak bench-key-flood bench-hol clean claude-code agents
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -39,7 +39,7 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/junction serve --config $(CONFIG)
 
-test: install claude-code
+test: install agents
 	$(PY) -m pytest -q
 
 # Side-by-side overhead benchmark (gateway vs direct vs LiteLLM); a few minutes. LiteLLM runs from its
@@ -55,15 +55,17 @@ bench-routing: install
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache build *.egg-info
 
-# The pinned Claude Code CLI for tests/test_claude_code.py (reinstalled only when tests/e2e/package*.json change);
-# a no-op when node/npm are absent, and those tests are then skipped.
+# The pinned coding-agent CLIs for the end-to-end tests: Claude Code (tests/test_claude_code.py) and Codex CLI
+# (tests/test_codex_cli.py), reinstalled only when tests/e2e/package*.json change; a no-op when node/npm are
+# absent, and those tests are then skipped. `claude-code` is the older name of this target.
 CLAUDE_CODE_STAMP := tests/e2e/node_modules/.junction-installed
-claude-code:
+claude-code: agents
+agents:
 	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
-		echo "claude-code: node/npm not found, not installing the Claude Code CLI (tests/test_claude_code.py will skip)"; \
+		echo "agents: node/npm not found, not installing Claude Code and Codex CLI (their tests will skip)"; \
 	elif [ -f $(CLAUDE_CODE_STAMP) ] && [ $(CLAUDE_CODE_STAMP) -nt tests/e2e/package.json ] \
 			&& { [ ! -f tests/e2e/package-lock.json ] || [ $(CLAUDE_CODE_STAMP) -nt tests/e2e/package-lock.json ]; }; then \
-		echo "claude-code: tests/e2e is up to date"; \
+		echo "agents: tests/e2e is up to date"; \
 	else \
 		if [ -f tests/e2e/package-lock.json ]; then npm ci --prefix tests/e2e --no-audit --no-fund; \
 		else npm install --prefix tests/e2e --no-audit --no-fund; fi && touch $(CLAUDE_CODE_STAMP); \

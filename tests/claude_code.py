@@ -23,12 +23,13 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from tests.procs import run_bounded
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 PACKAGE = "@anthropic-ai/claude-code"
@@ -159,24 +160,8 @@ def run_claude(prompt: str, *, cwd: Path, env: dict[str, str], args: Sequence[st
     if command is None:
         raise RuntimeError(missing_reason() or "Claude Code CLI not runnable")
     argv = [*command, "-p", prompt, *args]
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate(timeout=10)
-        raise AssertionError(f"claude did not finish within {timeout:.0f}s\n"
-                             f"{ClaudeRun(argv, -9, stdout, stderr)}") from None  # fmt: skip
-    finally:
-        _kill_group(proc)  # tool subprocesses it may have left behind
-    return ClaudeRun(argv, proc.returncode, stdout, stderr)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.kill()
+        returncode, stdout, stderr = run_bounded(argv, cwd=cwd, env=env, timeout=timeout)
+    except TimeoutError as exc:
+        raise AssertionError(f"claude did not finish within {timeout:.0f}s\n{ClaudeRun(argv, *exc.args)}") from None
+    return ClaudeRun(argv, returncode, stdout, stderr)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+import httpx
 import pytest
 
 from tests.procs import RunRecord, start_mock_upstream
@@ -16,6 +17,15 @@ def mock() -> Iterator[str]:
     """A mock upstream process for the module: its base URL."""
     with start_mock_upstream() as (_, base_url):
         yield base_url
+
+
+@pytest.fixture()
+def upstream(mock: str) -> Callable[[], list[dict[str, Any]]]:
+    """The bodies of the requests the module's mock received during the test (its script queue is
+    cleared first): call it to read them."""
+    httpx.delete(f"{mock}/_mock/requests")
+    httpx.delete(f"{mock}/_mock/script")
+    return lambda: [r["body"] for r in httpx.get(f"{mock}/_mock/requests").json() if r.get("body")]
 
 
 _captured: list[tuple[str, str]] = []  # (test id, captured stdout/stderr/log and failure text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -52,8 +54,6 @@ class RunRecord:
     def note_config(cls, args: Sequence[str], env: dict[str, str] | None) -> None:
         """The secrets of the config a `serve --config PATH` process runs with (unreadable or
         deliberately broken configs have none to note)."""
-        import os
-
         from gateway.config import ConfigError, load
 
         if "--config" not in args:
@@ -133,13 +133,27 @@ def write_config(folder: Path, text: str) -> Path:
 def start_gateway(config: Path, env: dict[str, str] | None = None, *extra: str) -> tuple[ServerProcess, str]:
     """`junction serve` on a free loopback port with `config`: (process, base URL); use the
     process in a `with` block. `env` adds to the current environment."""
-    import os
-
     port = free_port()
     args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), *extra]  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     return start_process(args, f"{base_url}/healthz", env=dict(os.environ, **(env or {}))), base_url
+
+
+@contextlib.contextmanager
+def gateway_with(folder: Path, config_text: str, env: dict[str, str]) -> Iterator[str]:
+    """`junction serve` with `config_text` (written into `folder`) and `env`, quiet; yields its base URL."""
+    proc, base = start_gateway(write_config(folder, config_text), env, "--log-level", "warning")
+    with proc:
+        yield base
+
+
+def script_streams(mock: str, model: str, *streams: list[str], **extra: Any) -> None:
+    """Queue SSE answers (each a list of raw frames) on the mock for requests to upstream `model`;
+    `extra` adds script knobs to each (`close_early`, `gap_ms`, ...)."""
+    entries = [{"match_model": model, "status": 200, "headers": {"content-type": "text/event-stream"}, "chunks": s,
+                **extra} for s in streams]  # fmt: skip
+    httpx.post(f"{mock}/_mock/script", json={"responses": entries}).raise_for_status()
 
 
 def access_log(output: str) -> list[dict[str, Any]]:
@@ -148,3 +162,29 @@ def access_log(output: str) -> list[dict[str, Any]]:
 
     marker = "junction.access: "
     return [json.loads(line.split(marker, 1)[1]) for line in output.splitlines() if marker in line]
+
+
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Kill a process started with start_new_session=True and whatever it left running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.kill()
+
+
+def run_bounded(argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """Run a command (stdin closed, its own process group) to completion: (exit code, stdout, stderr).
+    After `timeout` it is killed and TimeoutError carries what it printed."""
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        stdout, stderr = proc.communicate(timeout=10)
+        raise TimeoutError(-9, stdout, stderr) from None
+    finally:
+        kill_group(proc)  # tool subprocesses it may have left behind
+    return proc.returncode, stdout, stderr

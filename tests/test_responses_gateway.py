@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import start_gateway, write_config
+from tests.procs import gateway_with, script_streams
 
 KEY = "gw-responses-key-0123456789"
 SECRET = "sk-responses-upstream-secret-abc"
@@ -44,19 +44,8 @@ EXEC = {"type": "function", "name": "exec_command", "description": "Run a shell 
 
 @pytest.fixture(scope="module")
 def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = write_config(tmp_path_factory.mktemp("responses"), CONFIG.format(mock=mock))
-    proc, base = start_gateway(config, {"TEST_UPSTREAM_SECRET": SECRET, "TEST_GATEWAY_KEY": KEY},
-                               "--log-level", "warning")  # fmt: skip
-    with proc:
+    with gateway_with(tmp_path_factory.mktemp("responses"), CONFIG.format(mock=mock), {"TEST_UPSTREAM_SECRET": SECRET, "TEST_GATEWAY_KEY": KEY}) as base:
         yield base
-
-
-@pytest.fixture()
-def upstream(mock: str) -> Any:
-    """What the mock received during the test (request bodies)."""
-    httpx.delete(f"{mock}/_mock/requests")
-    httpx.delete(f"{mock}/_mock/script")
-    return lambda: [r["body"] for r in httpx.get(f"{mock}/_mock/requests").json()]
 
 
 def client(gateway: str) -> openai.OpenAI:
@@ -73,11 +62,6 @@ def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any
     if usage is not None:
         out["usage"] = usage
     return out
-
-
-def script(mock: str, model: str, chunks: list[str], **extra: Any) -> None:
-    entry = {"match_model": model, "status": 200, "headers": {"content-type": "text/event-stream"}, "chunks": chunks}
-    httpx.post(f"{mock}/_mock/script", json={"responses": [{**entry, **extra}]}).raise_for_status()
 
 
 def events_of(raw: str) -> list[dict[str, Any]]:
@@ -107,7 +91,7 @@ def test_text_answer_from_a_chat_upstream(gateway: str, upstream: Any) -> None:
 
 
 def test_streamed_text_through_the_sdk_accumulator(gateway: str, mock: str, upstream: Any) -> None:
-    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo, wörld"}),
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo, wörld"}),
                                  chunk({}, "stop"), {**chunk({}), "choices": [], "usage": {
                                      "prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
                                      "prompt_tokens_details": {"cached_tokens": 4}}}))  # fmt: skip
@@ -125,7 +109,7 @@ def test_streamed_text_through_the_sdk_accumulator(gateway: str, mock: str, upst
 
 def test_custom_and_function_tools_round_trip(gateway: str, mock: str, upstream: Any) -> None:
     patch = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
-    script(mock, "gpt-mock", sse(
+    script_streams(mock, "gpt-mock", sse(
         chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_a", "type": "function",
                                                     "function": {"name": "exec_command", "arguments": ""}}]}),
         chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
@@ -158,7 +142,7 @@ def test_custom_and_function_tools_round_trip(gateway: str, mock: str, upstream:
 
 
 def test_reasoning_round_trip_is_gateway_signed(gateway: str, mock: str, upstream: Any) -> None:
-    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "reasoning_content": "think about it"}),
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "reasoning_content": "think about it"}),
                                  chunk({"content": "42"}), chunk({}, "stop")))  # fmt: skip
     with client(gateway).responses.stream(model="gpt-mock", input="the answer?") as stream:
         final = stream.get_final_response()
@@ -200,14 +184,14 @@ def test_upstream_errors_keep_their_status(gateway: str) -> None:
 
 
 def test_an_upstream_that_dies_mid_stream_ends_in_response_failed(gateway: str, mock: str) -> None:
-    script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "partial "}), chunk({"content": "answer"}),
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "partial "}), chunk({"content": "answer"}),
                                  done=False), close_early=True)  # fmt: skip
     events = raw_stream(gateway, {"model": "gpt-mock", "input": "tell me"})
     assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
     assert events[-1]["response"]["status"] == "failed" and events[-1]["response"]["error"]["code"] == "server_error"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     with pytest.raises(openai.APIError):
-        script(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "x"}), done=False), close_early=True)
+        script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "x"}), done=False), close_early=True)
         with client(gateway).responses.stream(model="gpt-mock", input="again") as stream:
             stream.get_final_response()
 

@@ -1,0 +1,132 @@
+"""The real Codex CLI (`codex exec`) through a `junction serve` process to the mock upstream.
+
+One agent step each: the upstream first answers with a tool call, Codex runs it (a file appears in
+the run's working folder), sends the tool output back, and the upstream's second answer is the final
+message. Codex speaks only the Responses API, so every byte it reads went through the gateway's
+Responses translation: from a Chat Completions upstream, and from a Messages upstream.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from tests.codex_cli import missing_reason, run_codex
+from tests.procs import gateway_with, script_streams
+
+pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
+
+KEY = "gw-codex-key-0123456789abcdef"
+SECRET = "sk-codex-upstream-secret-abcdef"
+COMMAND = "printf codex-ok > rig.txt"
+PATCH = "*** Begin Patch\n*** Add File: rig.txt\n+codex-ok\n*** End Patch\n"
+
+CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/gpt-mock
+    base_url: {mock}/v1
+    access_key: $CODEX_UPSTREAM_SECRET
+    default: true
+  - model: mock/claude-mock
+    base_url: {mock}
+    provider_interface: anthropic
+    access_key: $CODEX_UPSTREAM_SECRET
+gateway_keys:
+  - {{name: codex, key: $CODEX_GATEWAY_KEY}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with gateway_with(tmp_path_factory.mktemp("codex"), CONFIG.format(mock=mock), {"CODEX_UPSTREAM_SECRET": SECRET, "CODEX_GATEWAY_KEY": KEY}) as base:
+        yield base
+
+
+def chat(*deltas: dict[str, Any], finish: str) -> list[str]:
+    chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-mock",
+               "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]  # fmt: skip
+    chunks.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-mock",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                   "usage": {"prompt_tokens": 120, "completion_tokens": 6, "total_tokens": 126}})  # fmt: skip
+    return [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+
+
+def chat_call(name: str, arguments: dict[str, Any]) -> list[str]:
+    return chat({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_rig_1", "type": "function",
+                                                      "function": {"name": name, "arguments": ""}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": json.dumps(arguments)}}]},
+                finish="tool_calls")  # fmt: skip
+
+
+def messages(*blocks: tuple[dict[str, Any], list[dict[str, Any]]], stop: str) -> list[str]:
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-mock", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 120, "output_tokens": 0}}})]  # fmt: skip
+    for i, (start, deltas) in enumerate(blocks):
+        events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                     "usage": {"output_tokens": 6}}))  # fmt: skip
+    events.append(("message_stop", {"type": "message_stop"}))
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
+
+
+def test_codex_runs_a_shell_tool_through_a_chat_upstream(gateway: str, mock: str, upstream: Any, tmp_path: Path) -> None:
+    script_streams(mock, "gpt-mock", chat_call("exec_command", {"cmd": COMMAND}), chat({"content": "DONE-RIG"}, finish="stop"))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_codex("Create rig.txt", base_url=gateway, key=KEY, cwd=work, home=tmp_path / "home")
+    assert run.returncode == 0, run
+    assert (work / "rig.txt").read_text() == "codex-ok", run
+    assert [m["text"] for m in run.items("agent_message")] == ["DONE-RIG"], run
+    (command,) = run.items("command_execution")
+    assert command["exit_code"] == 0 and "codex-ok" in command["command"], run
+    first, second = upstream()
+    assert first["stream"] is True and "exec_command" in [t["function"]["name"] for t in first["tools"]]
+    assert not any("environment_context" in json.dumps(m) for m in first["messages"] if m["role"] == "system")
+    tool = [m for m in second["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool] == ["call_rig_1"]
+    usage = next(e for e in run.events if e.get("type") == "turn.completed")["usage"]
+    assert usage["input_tokens"] == 240 and usage["output_tokens"] == 12  # two requests' usage, as integers
+
+
+def test_codex_applies_a_patch_through_the_custom_tool_round_trip(gateway: str, mock: str, upstream: Any,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    # A catalog model: Codex then offers apply_patch as a custom (free-form) tool, which reaches the
+    # upstream as a one-string function and must come back as a custom_tool_call for Codex to run it.
+    script_streams(mock, "gpt-mock", chat_call("apply_patch", {"input": PATCH}), chat({"content": "DONE-RIG"}, finish="stop"))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_codex("Add rig.txt", base_url=gateway, key=KEY, cwd=work, home=tmp_path / "home", model="gpt-5.5")
+    assert run.returncode == 0, run
+    assert (work / "rig.txt").read_text() == "codex-ok\n", run
+    first, second = upstream()
+    patch_tool = next(t for t in first["tools"] if t["function"]["name"] == "apply_patch")
+    assert patch_tool["function"]["parameters"]["required"] == ["input"]
+    assistant = next(m for m in second["messages"] if m.get("tool_calls"))
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"input": PATCH}
+
+
+def test_codex_runs_a_shell_tool_through_a_messages_upstream(gateway: str, mock: str, upstream: Any,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    call = ({"type": "tool_use", "id": "toolu_rig_1", "name": "exec_command", "input": {}},
+            [{"type": "input_json_delta", "partial_json": json.dumps({"cmd": COMMAND})}])
+    done = ({"type": "text", "text": ""}, [{"type": "text_delta", "text": "DONE-RIG"}])
+    script_streams(mock, "claude-mock", messages(call, stop="tool_use"), messages(done, stop="end_turn"))
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_codex("Create rig.txt", base_url=gateway, key=KEY, cwd=work, home=tmp_path / "home", model="claude-mock")
+    assert run.returncode == 0, run
+    assert (work / "rig.txt").read_text() == "codex-ok", run
+    assert [m["text"] for m in run.items("agent_message")] == ["DONE-RIG"], run
+    first, second = upstream()
+    assert first["system"] and first["max_tokens"] > 0 and first["stream"] is True  # a Messages body
+    results = [b for m in second["messages"] if isinstance(m["content"], list) for b in m["content"]
+               if b.get("type") == "tool_result"]  # fmt: skip
+    assert [r["tool_use_id"] for r in results] == ["toolu_rig_1"]
