@@ -26,6 +26,7 @@ from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, ResponsesWebSocket, healthz, not_routed
 from gateway.observe import Metrics
+from gateway.responses_store import ResponseStore
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
 from gateway.upstream import ClientPool, Upstream
@@ -36,7 +37,7 @@ log = logging.getLogger("junction")
 
 
 def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle, ledgers: Ledgers,
-              router: Router | None, tracing: Tracing | None = None) -> Any:  # fmt: skip
+              router: Router | None, tracing: Tracing | None = None, responses: ResponseStore | None = None) -> Any:  # fmt: skip
     """auth -> aliases -> routing -> quota -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
@@ -45,11 +46,11 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     """
     app: Any = Upstream(pool, config, Health(config.failover), metrics)
     app = Repair(app, config.ping_interval_s, lifecycle, metrics.streams)
-    app = Translate(app)
+    app = Translate(app, responses)
     app = Quota(app, ledgers, metrics)
     app = Routing(app, config, router, metrics)
     app = Aliases(app, config)
-    app = Intake(app, config.limits)
+    app = Intake(app, config.limits, responses)
     app = Auth(app, config, ledgers.requests, ledgers.parallel)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
     return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle)
@@ -85,16 +86,18 @@ async def _warm_tokenizer() -> None:
 
 
 def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metrics | None = None,
-              ledgers: Ledgers | None = None) -> Starlette:  # fmt: skip
-    """The gateway for one config. `lifecycle`, `metrics` and `ledgers` (per-key limits and
-    spend) outlive config reloads when given."""
+              ledgers: Ledgers | None = None, responses: ResponseStore | None = None) -> Starlette:  # fmt: skip
+    """The gateway for one config. `lifecycle`, `metrics`, `ledgers` (per-key limits and spend) and
+    `responses` (stored Responses) outlive config reloads when given."""
     pool = ClientPool(config.timeouts)
     lifecycle = lifecycle or Lifecycle()
     metrics = metrics or Metrics()
     ledgers = ledgers or Ledgers()
+    store = config.state_storage
+    responses = responses or ResponseStore(store.max_entries, store.ttl_s)
     router = build_router(config)
     tracing = setup_tracing(config.tracing)
-    chain = llm_chain(config, pool, metrics, lifecycle, ledgers, router, tracing)
+    chain = llm_chain(config, pool, metrics, lifecycle, ledgers, router, tracing, responses)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)
 
     # Open for scrapers by default; behind the gateway keys when the config asks for it.
@@ -166,5 +169,6 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     app.state.pool = pool
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
+    app.state.responses = responses
     app.state.start, app.state.stop = start, stop
     return app

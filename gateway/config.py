@@ -41,13 +41,13 @@ LOOPBACK = "127.0.0.1"
 # Plano keys we accept but do not act on (a warning says so); anything else is a typo.
 _PLANO_IGNORED = (
     "agents", "filters", "endpoints", "overrides", "prompt_caching", "system_prompt",
-    "prompt_targets", "ratelimits", "mode", "state_storage",
+    "prompt_targets", "ratelimits", "mode",
     "prompt_guards", "model_metrics_sources",
 )  # fmt: skip
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
     "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
-    "metrics", "access_log",
+    "metrics", "access_log", "state_storage",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -253,6 +253,15 @@ class Limits:
     max_messages: int = 10_000  # messages in one request
 
 
+@dataclass(frozen=True)
+class StateStorage:
+    """Plano's `state_storage`: where stored Responses (for `previous_response_id`) live."""
+
+    type: str = "memory"
+    max_entries: int = 1000
+    ttl_s: float = 3600.0
+
+
 _LIMIT_FLOORS = {"max_body_bytes": 1024, "max_header_bytes": 1024, "max_messages": 1}
 
 
@@ -279,6 +288,7 @@ class Config:
     timeouts: Timeouts = Timeouts()
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
+    state_storage: StateStorage = StateStorage()
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
 
@@ -423,6 +433,7 @@ class _Builder:
         access_log = self.access_log()
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
+        state_storage = self.state_storage()
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
         for i, key in enumerate(keys):
             if key.budget_usd is not None:
@@ -464,6 +475,7 @@ class _Builder:
             access_log=access_log,
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
+            state_storage=state_storage,
             warnings=tuple(self.warnings),
             source=self.source,
         )
@@ -1022,6 +1034,25 @@ class _Builder:
         path = f"gateway_keys[{index}].models"
         resolved = [self.resolve_ref(f"{path}[{j}]", ref, refs, ambiguous) for j, ref in enumerate(sorted(key.models))]
         return replace(key, models=frozenset(p.model for p in resolved if p is not None))
+
+    def state_storage(self) -> StateStorage:
+        raw = self.raw.get("state_storage")
+        if raw is None or not self.typed("state_storage", raw, dict, "a mapping"):
+            return StateStorage()
+        self.unknown_keys("state_storage.", raw, ("type", "connection_string", "max_entries", "ttl"))
+        kind = raw.get("type", "memory")
+        if kind != "memory":
+            self.error("state_storage.type", f"only memory is supported so far, got {kind!r}")
+        entries = raw.get("max_entries", StateStorage.max_entries)
+        if not is_number(entries, whole=True) or entries < 1:
+            self.error("state_storage.max_entries", f"expected a positive whole number, got {entries!r}")
+            entries = StateStorage.max_entries
+        ttl = parse_duration("state_storage.ttl", raw.get("ttl", StateStorage.ttl_s), self)
+        if ttl is not None and ttl <= 0:
+            self.error("state_storage.ttl", "expected a positive duration")
+        if ttl is None or ttl <= 0:
+            ttl = StateStorage.ttl_s
+        return StateStorage("memory", int(entries), ttl)
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

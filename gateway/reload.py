@@ -33,6 +33,7 @@ class Reloadable:
         self.metrics = Metrics()  # counters survive reloads
         self.ledgers = Ledgers()  # and so do per-key limits and spend
         self.current: Starlette = build_app(config, self.lifecycle, self.metrics, self.ledgers)
+        self.responses = self.current.state.responses  # and stored Responses
         self._retired: set[asyncio.Task[None]] = set()
 
     @property
@@ -69,7 +70,7 @@ class Reloadable:
             log.error("config reload refused, the previous config keeps serving: %s", "; ".join(exc.problems))
             return False
         redact.install(redact.Redactor(config.secrets()))
-        new = build_app(config, self.lifecycle, self.metrics, self.ledgers)
+        new = build_app(config, self.lifecycle, self.metrics, self.ledgers, self.responses)
         await new.state.start()
         old, self.current = self.current, new
         log.info("config reloaded from %s: %d providers", self.path, len(config.providers))

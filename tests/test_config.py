@@ -272,6 +272,12 @@ gateway_keys:
     assert any(p.startswith("failover.retries:") for p in found)
     assert any(p.startswith("routing.threshold:") for p in found)
     assert cfg(BASE + "routing: {similarity_encoder: head}\n").routing.settings == {"similarity_encoder": "head"}
+    stored = cfg(BASE + "state_storage: {type: memory, max_entries: 50, ttl: 10m}\n").state_storage
+    assert (stored.type, stored.max_entries, stored.ttl_s) == ("memory", 50, 600.0)
+    assert cfg(BASE).state_storage.max_entries == 1000 and not cfg(BASE).warnings
+    found = problems(BASE + "state_storage: {type: postgres, connection_string: x, max_entries: 0}\n")
+    assert found == ["state_storage.type: only memory is supported so far, got 'postgres'",
+                     "state_storage.max_entries: expected a positive whole number, got 0"]
     (problem,) = problems(BASE + "routing: {similarity_encoder: bert}\n")
     assert problem == "routing.similarity_encoder: expected minilm or head, got 'bert'"
 

@@ -31,9 +31,16 @@ llm_providers:
     base_url: {mock}/v1
     access_key: $TEST_UPSTREAM_SECRET
     headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
+  - model: mock/overloaded
+    base_url: {mock}/v1
+    access_key: $TEST_UPSTREAM_SECRET
+    headers: {{x-mock-status: "503"}}
+    fallbacks: [gpt-mock]
 gateway_keys:
   - name: tests
     key: $TEST_GATEWAY_KEY
+streaming:
+  ping_interval: 0.3s
 """
 
 APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch to files.",
@@ -53,7 +60,7 @@ def client(gateway: str) -> openai.OpenAI:
 
 
 def sse(*chunks: dict[str, Any], done: bool = True) -> list[str]:
-    return [f"data: {json.dumps(c)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
+    return [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -211,3 +218,66 @@ def test_routing_api_reads_responses_bodies(gateway: str) -> None:
     response = httpx.post(f"{gateway}/routing/v1/responses", json=body, headers={"authorization": f"Bearer {KEY}"})
     assert response.status_code == 200 and response.json()["reason"] == "no_preferences"
 
+
+
+def test_an_overloaded_model_fails_over_and_the_client_never_knows(gateway: str, upstream: Any) -> None:
+    answer = client(gateway).responses.create(model="overloaded", input="hello")
+    assert answer.status == "completed" and answer.output_text and answer.model == "overloaded"
+    assert [body["model"] for body in upstream()] == ["overloaded", "gpt-mock"]
+
+
+def test_keepalive_data_events_flow_during_upstream_silence(gateway: str, mock: str) -> None:
+    # 1.2 s of silence between chunks against a 0.3 s ping interval: Codex's idle timer only sees data events.
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "slow "}), chunk({"content": "answer"}),
+                                         chunk({}, "stop")), gap_ms=1200)  # fmt: skip
+    events = raw_stream(gateway, {"model": "gpt-mock", "input": "take your time"})
+    kinds = [e["type"] for e in events]
+    assert kinds.count("keepalive") >= 3 and kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "slow answer"
+
+
+def test_gzip_and_utf8_split_across_chunks(gateway: str, mock: str) -> None:
+    frames = "".join(sse(chunk({"role": "assistant", "content": "naïve café ✓ 思考"}), chunk({}, "stop")))
+    raw = frames.encode()
+    cut = raw.index("✓".encode()) + 1  # inside the three bytes of one character
+    script_streams(mock, "gpt-mock", [raw[:cut].decode("latin-1"), raw[cut:].decode("latin-1")], encoding="latin1")
+    events = raw_stream(gateway, {"model": "gpt-mock", "input": "unicode please"})
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "naïve café ✓ 思考"
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "packed"}), chunk({}, "stop")), gzip=True)
+    with client(gateway).responses.stream(model="gpt-mock", input="compressed") as stream:
+        assert stream.get_final_response().output_text == "packed"
+
+
+def test_context_overflow_mid_stream_tells_codex_not_to_retry(gateway: str, mock: str) -> None:
+    error = {"error": {"message": "This model's maximum context length is 131072 tokens", "type": "invalid_request_error",
+                       "code": "context_length_exceeded"}}  # fmt: skip
+    script_streams(mock, "gpt-mock", [*sse(chunk({"role": "assistant", "content": "x"}), done=False),
+                                      f"data: {json.dumps(error)}\n\n"])  # fmt: skip
+    events = raw_stream(gateway, {"model": "gpt-mock", "input": "a very long prompt"})
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "context_length_exceeded"
+
+
+def test_previous_response_id_continues_a_stored_conversation(gateway: str, mock: str, upstream: Any) -> None:
+    first = client(gateway).responses.create(model="gpt-mock", instructions="Be brief.", input="My name is Ada.")
+    second = client(gateway).responses.create(model="gpt-mock", input="What is my name?", previous_response_id=first.id)
+    assert second.status == "completed" and second.id != first.id
+    sent = upstream()[-1]["messages"]
+    texts = [json.dumps(m.get("content")) for m in sent]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # instructions are not carried over
+    assert "My name is Ada." in texts[0] and first.output_text in texts[1] and "What is my name?" in texts[2]
+    # a streamed answer is stored too, and chains: the third request carries all five turns
+    script_streams(mock, "gpt-mock", sse(chunk({"role": "assistant", "content": "Ada."}), chunk({}, "stop")))
+    with client(gateway).responses.stream(model="gpt-mock", input="Say it again", previous_response_id=second.id) as s:
+        third = s.get_final_response()
+    client(gateway).responses.create(model="gpt-mock", input="Thanks", previous_response_id=third.id)
+    assert [m["role"] for m in upstream()[-1]["messages"]] == ["user", "assistant", "user", "assistant", "user",
+                                                               "assistant", "user"]  # fmt: skip
+
+
+def test_store_false_keeps_nothing(gateway: str) -> None:
+    answer = client(gateway).responses.create(model="gpt-mock", input="secret plans", store=False)
+    with pytest.raises(openai.BadRequestError) as missing:
+        client(gateway).responses.create(model="gpt-mock", input="and then?", previous_response_id=answer.id)
+    assert missing.value.code == "previous_response_not_found" and answer.id in str(missing.value)

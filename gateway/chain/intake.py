@@ -13,6 +13,7 @@ import orjson
 from gateway.call import get_call
 from gateway.config import Limits
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.responses_store import ResponseStore, input_items
 from models.translate.responses_request import check_responses_request
 from models.validate import check_request
 
@@ -41,10 +42,11 @@ async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
 
 
 class Intake:
-    def __init__(self, app: Any, limits: Limits) -> None:
+    def __init__(self, app: Any, limits: Limits, responses: ResponseStore | None = None) -> None:
         self.app = app
         self.limit = limits.max_body_bytes
         self.max_messages = limits.max_messages
+        self.responses = responses  # stored Responses, for previous_response_id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -63,11 +65,8 @@ class Intake:
             raise PayloadTooLarge(f"messages: {len(messages)} messages exceed the limit of {self.max_messages}")
         if call.responses:
             problems = check_responses_request(body)
-            previous = body.get("previous_response_id") if isinstance(body, dict) else None
-            if not problems and previous is not None:
-                # No response is stored yet, so none can be continued: say so rather than answer
-                # without the history the client meant to send.
-                raise InvalidRequest(f"Previous response with id {previous!r} not found.", code="previous_response_not_found")
+            if not problems and body.get("previous_response_id") is not None:
+                body = await self._continued(body)
         else:
             # count_tokens and the routing API take message bodies without max_tokens.
             problems = check_request(call.protocol, body, count_tokens=call.endpoint in ("count_tokens", "route"))
@@ -79,3 +78,14 @@ class Intake:
         # Codex may omit the model of a Responses request: the default model (or a route) serves it.
         call.requested_model = body.get("model") if call.responses else body["model"]
         await self.app(scope, receive, send)
+
+    async def _continued(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A request that continues a stored response, with that conversation's items put before its
+        own input. An unknown or expired id is refused: answering without the history the client meant
+        to send would be a silent loss."""
+        previous = body["previous_response_id"]
+        stored = await self.responses.get(previous) if self.responses is not None else None
+        if stored is None:
+            raise InvalidRequest(f"Previous response with id {previous!r} not found.", code="previous_response_not_found")
+        rest = {k: v for k, v in body.items() if k != "previous_response_id"}
+        return rest | {"input": stored + input_items(body.get("input"))}

@@ -27,6 +27,7 @@ from gateway.chain.boundary import json_response
 from gateway.chain.repair import ERROR_KEY, EVENTS_KEY, PING_KEY
 from gateway.errors import InvalidRequest
 from gateway.redact import Redactor
+from gateway.responses_store import ResponseStore, input_items
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
 from models.tokens import count_anthropic_tokens, count_responses_tokens
@@ -113,8 +114,9 @@ async def counted_input(call: Call) -> int:
 
 
 class Translate:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, responses: ResponseStore | None = None) -> None:
         self.app = app
+        self.responses = responses  # where Responses answers are kept for previous_response_id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -124,15 +126,16 @@ class Translate:
             await send_count(call, send)
             return
         call.upstream_body = await offload(call, lambda: orjson.dumps(upstream_request(call)))
-        await self.app(scope, receive, ClientResponse(call, send).send)
+        await self.app(scope, receive, ClientResponse(call, send, self.responses).send)
 
 
 class ClientResponse:
     """Picks the response path once the answering model is known: failover may have moved the
     call to a model of the other protocol after this layer built the first request."""
 
-    def __init__(self, call: Call, send: Any) -> None:
+    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None) -> None:
         self.call, self._send = call, send
+        self.responses = responses
         self.inner: _Responder | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -140,7 +143,7 @@ class ClientResponse:
             call = self.call
             assert call.provider is not None
             if call.responses:
-                self.inner = ResponsesAnswer(call, self._send)
+                self.inner = ResponsesAnswer(call, self._send, self.responses)
             elif call.provider.api is call.protocol:
                 self.inner = SameProtocol(call, self._send)
             else:
@@ -324,8 +327,9 @@ class ResponsesAnswer(_Converting):
     them the stream ends with `error` + `response.failed` carrying a code Codex acts on.
     """
 
-    def __init__(self, call: Call, send: Any) -> None:
+    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None) -> None:
         super().__init__(call, send)
+        self.responses = responses
         self.stream: ChatToResponsesStream | None = None
         self.via: AnthropicToOpenAIStream | None = None  # Messages upstream: its events -> Chat chunks
         self.decoder = SSEDecoder()
@@ -383,10 +387,21 @@ class ResponsesAnswer(_Converting):
                 out += stream.finish()
         if out or not more:
             await self._send({"type": "http.response.body", "body": b"".join(out), "more_body": more and not stream.done})
+        if stream.final is not None and not more:
+            await self._keep(stream.final)
 
     async def _convert(self, upstream: dict[str, Any]) -> dict[str, Any]:
         call = self.call
         assert call.body is not None and call.provider is not None
         if call.provider.api is ApiStyle.ANTHROPIC:
             upstream = tresp.anthropic_to_openai(upstream, client_model=self._model())
-        return chat_to_responses(upstream, call.body, self._tools(), new_response_id(), int(time.time()), self._model())
+        answer = chat_to_responses(upstream, call.body, self._tools(), new_response_id(), int(time.time()), self._model())
+        await self._keep(answer)
+        return answer
+
+    async def _keep(self, response: dict[str, Any]) -> None:
+        """Store the conversation this response ends, unless the client said `store: false`."""
+        body = self.call.body or {}
+        if self.responses is None or body.get("store") is False or response.get("status") == "failed":
+            return
+        await self.responses.put(str(response["id"]), input_items(body.get("input")) + list(response.get("output") or []))

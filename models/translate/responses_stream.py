@@ -95,6 +95,7 @@ class ChatToResponsesStream:
         self._cut: _Item | None = None  # the item a truncated response was cut in
         self._next_index = 0
         self._output: list[dict[str, Any]] = []  # finished items, in output_index order
+        self.final: dict[str, Any] | None = None  # the completed or incomplete response, once finished
         self._finish: str | None = None
         self._raw_usage: dict[str, Any] | None = None
         self.anomalies: list[str] = []  # upstream protocol oddities, for the gateway's logs
@@ -171,7 +172,7 @@ class ChatToResponsesStream:
             return out + self.fail("server_error", f"upstream sent invalid JSON arguments for tool '{invalid}'")
         out += self._pump(final=True)
         self._done = True
-        response = finished_response(self._skeleton, self._output, self._finish, self.usage)
+        response = self.final = finished_response(self._skeleton, self._output, self._finish, self.usage)
         kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
         return out + [self._event(kind, response=response)]
 

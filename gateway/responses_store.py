@@ -1,0 +1,72 @@
+"""Stored Responses, for `previous_response_id`: a response created with `store` not false is kept as
+the conversation it ends (its input items, the stored chain before it included, then its output items),
+so a later request can continue it by id instead of resending the history.
+
+Per process, bounded (entries, bytes) and expiring (TTL), least recently used first out. The methods are
+async so a shared backend (Redis) can take its place without changing the callers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+Item = dict[str, Any]
+
+
+def input_items(value: Any) -> list[Item]:
+    """A Responses `input` as a list of items (a string is one user message)."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+@dataclass
+class _Entry:
+    items: list[Item]
+    size: int
+    expires: float
+
+
+class ResponseStore:
+    def __init__(self, max_entries: int = 1000, ttl_s: float = 3600.0, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, response_id: str, now: float | None = None) -> list[Item] | None:
+        """The conversation a stored response ends, or None (unknown, expired or evicted)."""
+        now = time.monotonic() if now is None else now
+        entry = self._entries.get(response_id)
+        if entry is None:
+            return None
+        if entry.expires <= now:
+            self._drop(response_id)
+            return None
+        self._entries.move_to_end(response_id)
+        return [dict(item) for item in entry.items]
+
+    async def put(self, response_id: str, items: list[Item], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        size = len(orjson.dumps(items))
+        if size > self.max_bytes:
+            return  # larger than the whole store: not kept (a later request naming it gets a clear 400)
+        if response_id in self._entries:
+            self._drop(response_id)
+        self._entries[response_id] = _Entry(items, size, now + self.ttl_s)
+        self._bytes += size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, response_id: str) -> None:
+        entry = self._entries.pop(response_id)
+        self._bytes -= entry.size
