@@ -281,3 +281,19 @@ def test_store_false_keeps_nothing(gateway: str) -> None:
     with pytest.raises(openai.BadRequestError) as missing:
         client(gateway).responses.create(model="gpt-mock", input="and then?", previous_response_id=answer.id)
     assert missing.value.code == "previous_response_not_found" and answer.id in str(missing.value)
+
+
+def test_a_request_without_model_reaches_the_default_model(gateway: str, upstream: Any) -> None:
+    response = httpx.post(f"{gateway}/v1/responses", json={"input": "hi"}, headers={"authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200 and response.json()["status"] == "completed"
+    assert [body["model"] for body in upstream()] == ["gpt-mock"]
+
+
+def test_context_overflow_before_the_stream_is_a_400_with_its_code(gateway: str, mock: str) -> None:
+    error = {"error": {"message": "This model's maximum context length is 131072 tokens. However, you requested "
+                                  "140000 tokens.", "type": "invalid_request_error", "code": "context_length_exceeded"}}  # fmt: skip
+    httpx.post(f"{mock}/_mock/script", json={"responses": [{"match_model": "gpt-mock", "status": 400,
+               "headers": {"content-type": "application/json"}, "chunks": [json.dumps(error)]}]}).raise_for_status()  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as overflow:
+        client(gateway).responses.create(model="gpt-mock", input="a very long prompt")
+    assert overflow.value.code == "context_length_exceeded"
