@@ -1040,6 +1040,7 @@ def test_check_accepts_codex_and_minimal_requests() -> None:
         ({"input": "x", "model": 7}, ["model: expected a non-empty string, got number"]),
         ({"input": "x", "stream": "yes"}, ["stream: expected a boolean, got string"]),
         ({"input": "x", "instructions": ["a"]}, ["instructions: expected a string, got array"]),
+        ({"input": "x", "previous_response_id": []}, ["previous_response_id: expected a response id string, got array"]),
         ({"input": "x", "max_output_tokens": 0}, ["max_output_tokens: expected a positive integer, got 0"]),
         ({"input": "x", "max_output_tokens": True}, ["max_output_tokens: expected a positive integer, got True"]),
         ({"input": "x", "tools": {}}, ["tools: expected an array, got object"]),

@@ -645,6 +645,9 @@ def check_responses_request(body: object) -> list[str]:
         problems.append(f"stream: expected a boolean, got {_kind(stream)}")
     if instructions is not None and not isinstance(instructions, str):
         problems.append(f"instructions: expected a string, got {_kind(instructions)}")
+    previous = body.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous.strip()):
+        problems.append(f"previous_response_id: expected a response id string, got {_kind(previous)}")
     limit = body.get("max_output_tokens")
     if limit is not None and (not _is_int(limit) or limit < 1):
         problems.append(f"max_output_tokens: expected a positive integer, got {limit!r}")
