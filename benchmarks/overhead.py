@@ -10,6 +10,7 @@ Translation phase (Anthropic client):
   junction-relay       Anthropic client -> gateway -> Anthropic-style mock (same protocol)
   junction-translated  Anthropic client -> gateway -> OpenAI-style mock (cross protocol; skipped
                        with the gateway's own reason while it answers 501)
+  junction-responses   Responses client -> gateway -> OpenAI-style mock (Responses <-> Chat translation)
 
 Method (see shared/docs/gateway-anchors.md 1.8-1.10 and (b)):
   * one lean keep-alive HTTP/1.1 client (asyncio + httptools) for every arm, so the client's
@@ -242,12 +243,16 @@ class Arm:
 
     @property
     def path(self) -> str:
-        return "/v1/messages" if self.protocol == "anthropic" else "/v1/chat/completions"
+        return {"anthropic": "/v1/messages", "responses": "/v1/responses"}.get(self.protocol, "/v1/chat/completions")
 
     def payload(self, stream: bool) -> bytes:
-        # This minimal body is valid in both protocols (max_tokens is required by Anthropic).
-        body = {"model": self.model, "max_tokens": 16, "stream": stream,
-                "messages": [{"role": "user", "content": PROMPT}]}  # fmt: skip
+        if self.protocol == "responses":
+            body: dict[str, Any] = {"model": self.model, "max_output_tokens": 16, "stream": stream, "input": PROMPT,
+                                    "store": False}  # fmt: skip
+        else:
+            # This minimal body is valid in both protocols (max_tokens is required by Anthropic).
+            body = {"model": self.model, "max_tokens": 16, "stream": stream,
+                    "messages": [{"role": "user", "content": PROMPT}]}  # fmt: skip
         raw = json.dumps(body, separators=(",", ":")).encode()
         head = [f"POST {self.path} HTTP/1.1", f"Host: {HOST}:{self.port}", "Content-Type: application/json",
                 f"Content-Length: {len(raw)}"]  # fmt: skip
@@ -280,6 +285,9 @@ def build_arms(settings: Settings) -> dict[str, Arm]:
         # The upstream of the translated arm is the OpenAI-style mock, so that is its baseline.
         Arm("junction-translated", "junction", "anthropic", "bench-alias",
             auth_headers("anthropic", GATEWAY_KEY), "direct"),
+        # A Responses client (Codex, the OpenAI SDK's responses.*) in front of the same Chat mock.
+        Arm("junction-responses", "junction", "responses", "bench-alias",
+            auth_headers("openai", GATEWAY_KEY), "direct"),
     ]  # fmt: skip
     return {arm.name: arm for arm in arms}
 
@@ -302,7 +310,8 @@ def build_phases(settings: Settings) -> list[Phase]:
     if settings.translation:
         # Same-protocol relay and cross-protocol translation side by side, with both baselines.
         phases.append(Phase("translation stream c=1", True, 1,
-                            ("direct", "direct-anthropic", "junction-relay", "junction-translated")))  # fmt: skip
+                            ("direct", "direct-anthropic", "junction-relay", "junction-translated",
+                             "junction-responses")))  # fmt: skip
     return phases
 
 
@@ -313,6 +322,8 @@ def build_phases(settings: Settings) -> list[Phase]:
 
 def reply_text(protocol: str, stream: bool, body: bytes) -> str:
     """The assistant text in a response, or raise ValueError if the shape is not `protocol`'s."""
+    if protocol == "responses":
+        return responses_text(stream, body)
     if not stream:
         doc = json.loads(body)
         if protocol == "anthropic":
@@ -338,6 +349,20 @@ def reply_text(protocol: str, stream: bool, body: bytes) -> str:
     if protocol == "openai" and b"[DONE]" not in body:
         raise ValueError("OpenAI stream without [DONE]")
     return "".join(parts)
+
+
+def responses_text(stream: bool, body: bytes) -> str:
+    """The output text of a Responses answer; ValueError unless it is a well-formed Responses body or stream."""
+    if not stream:
+        doc = json.loads(body)
+        if doc.get("object") != "response":
+            raise ValueError(f"not a Responses object: {body[:120]!r}")
+        return "".join(part.get("text", "") for item in doc["output"] if item.get("type") == "message"
+                       for part in item["content"])  # fmt: skip
+    events = [json.loads(line[5:]) for line in body.split(b"\n") if line.startswith(b"data:")]
+    if not events or events[0].get("type") != "response.created" or events[-1].get("type") != "response.completed":
+        raise ValueError("Responses stream without response.created first and response.completed last")
+    return "".join(e.get("delta", "") for e in events if e.get("type") == "response.output_text.delta")
 
 
 async def probe(arm: Arm, stream: bool) -> tuple[str | None, str]:
@@ -1020,19 +1045,24 @@ def translation_cost(summaries: list[dict[str, Any]]) -> list[str]:
     phase = next((s for s in summaries if s["name"].startswith("translation")), None)
     if phase is None:
         return []
-    relay, translated = phase["arms"].get("junction-relay", {}), phase["arms"].get("junction-translated", {})
-    if "added_first_event_ms" not in relay or "added_first_event_ms" not in translated:
-        return ["- translation vs relay: not measured (see skipped)"]
-    chunks = phase["chunks"]
-    ttfe = translated["added_first_event_ms"]["p50"] - relay["added_first_event_ms"]["p50"]
-    per_chunk = translated["added_per_chunk_us"] - relay["added_per_chunk_us"]
-    line = (f"- translation vs same-protocol relay: added TTFE p50 {ttfe:+.2f} ms, "
-            f"added time per chunk {per_chunk:+.1f} µs")  # fmt: skip
-    if translated.get("proxy_cpu_s_per_1k") is not None and relay.get("proxy_cpu_s_per_1k") is not None:
-        # s per 1k requests == ms per request; spread over the chunks of one stream, in µs.
-        cpu = (translated["proxy_cpu_s_per_1k"] - relay["proxy_cpu_s_per_1k"]) / chunks * 1000
-        line += f", gateway CPU {cpu:+.1f} µs per chunk"
-    return [line]
+    relay = phase["arms"].get("junction-relay", {})
+    lines = []
+    for name, label in (("junction-translated", "Anthropic -> Chat translation"),
+                        ("junction-responses", "Responses -> Chat translation")):  # fmt: skip
+        translated = phase["arms"].get(name, {})
+        if "added_first_event_ms" not in relay or "added_first_event_ms" not in translated:
+            lines.append(f"- {label} vs relay: not measured (see skipped)")
+            continue
+        ttfe = translated["added_first_event_ms"]["p50"] - relay["added_first_event_ms"]["p50"]
+        per_chunk = translated["added_per_chunk_us"] - relay["added_per_chunk_us"]
+        line = (f"- {label} vs same-protocol relay: added TTFE p50 {ttfe:+.2f} ms, "
+                f"added time per chunk {per_chunk:+.1f} µs")  # fmt: skip
+        if translated.get("proxy_cpu_s_per_1k") is not None and relay.get("proxy_cpu_s_per_1k") is not None:
+            # s per 1k requests == ms per request; spread over the chunks of one stream, in µs.
+            cpu = (translated["proxy_cpu_s_per_1k"] - relay["proxy_cpu_s_per_1k"]) / phase["chunks"] * 1000
+            line += f", gateway CPU {cpu:+.1f} µs per chunk"
+        lines.append(line)
+    return lines
 
 
 def report(summaries: list[dict[str, Any]], env: dict[str, Any]) -> str:
