@@ -20,9 +20,10 @@ class GatewayError(Exception):
     code: str | None = None
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+                 headers: dict[str, str] | None = None, param: str | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault (OpenAI's `param`)
         if status is not None:
             self.status = status
         if code is not None:
@@ -99,4 +100,4 @@ class UpstreamTimeout(UpstreamError):
 
 def render(api: ApiStyle, exc: GatewayError, request_id: str | None = None) -> tuple[int, bytes]:
     """Status and JSON body for an error raised before the response started."""
-    return exc.status, orjson.dumps(error_body(api, exc.status, exc.message, exc.code, request_id))
+    return exc.status, orjson.dumps(error_body(api, exc.status, exc.message, exc.code, request_id, exc.param))

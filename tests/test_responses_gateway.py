@@ -160,7 +160,7 @@ def test_reasoning_round_trip_is_gateway_signed(gateway: str, mock: str, upstrea
     forged["encrypted_content"] = reasoning.encrypted_content[:-4] + "AAAA"
     with pytest.raises(openai.BadRequestError) as refused:
         client(gateway).responses.create(model="gpt-mock", input=[forged, {"role": "user", "content": "more"}])
-    assert "encrypted_content" in str(refused.value)
+    assert "encrypted_content" in str(refused.value) and refused.value.param == "input[0].encrypted_content"
 
 
 def test_an_anthropic_upstream_answers_in_responses_shape(gateway: str, upstream: Any) -> None:
@@ -281,6 +281,7 @@ def test_store_false_keeps_nothing(gateway: str) -> None:
     with pytest.raises(openai.BadRequestError) as missing:
         client(gateway).responses.create(model="gpt-mock", input="and then?", previous_response_id=answer.id)
     assert missing.value.code == "previous_response_not_found" and answer.id in str(missing.value)
+    assert missing.value.param == "previous_response_id"
 
 
 def test_a_request_without_model_reaches_the_default_model(gateway: str, upstream: Any) -> None:

@@ -86,6 +86,7 @@ class Intake:
         previous = body["previous_response_id"]
         stored = await self.responses.get(previous) if self.responses is not None else None
         if stored is None:
-            raise InvalidRequest(f"Previous response with id {previous!r} not found.", code="previous_response_not_found")
+            raise InvalidRequest(f"Previous response with id {previous!r} not found.", code="previous_response_not_found",
+                                 param="previous_response_id")  # fmt: skip
         rest = {k: v for k, v in body.items() if k != "previous_response_id"}
         return rest | {"input": stored + input_items(body.get("input"))}

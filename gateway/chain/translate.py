@@ -72,7 +72,7 @@ def upstream_request(call: Call) -> dict[str, Any]:
         try:
             chat, call.tool_table = responses_to_chat(body, target)
         except ResponsesInputError as exc:
-            raise InvalidRequest(f"{exc.param}: {exc.message}") from None
+            raise InvalidRequest(f"{exc.param}: {exc.message}", param=exc.param) from None
         return treq.openai_to_anthropic(chat, target) if provider.api is ApiStyle.ANTHROPIC else chat
     if call.protocol is ApiStyle.ANTHROPIC and provider.api is ApiStyle.OPENAI:
         return treq.anthropic_to_openai(body, target)

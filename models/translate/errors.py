@@ -80,13 +80,13 @@ def error_type(api: ApiStyle, status: int) -> str:
 
 
 def error_body(api: ApiStyle, status: int, message: str, code: str | None = None,
-               request_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+               request_id: str | None = None, param: str | None = None) -> dict[str, Any]:  # fmt: skip
     if api is ApiStyle.ANTHROPIC:
         body: dict[str, Any] = {"type": "error", "error": {"type": error_type(api, status), "message": message}}
         if request_id:
             body["request_id"] = request_id
         return body
-    return {"error": {"message": message, "type": error_type(api, status), "param": None, "code": code}}
+    return {"error": {"message": message, "type": error_type(api, status), "param": param, "code": code}}
 
 
 def stream_error_frame(api: ApiStyle, status: int, message: str) -> bytes:
