@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.procs import gateway_with, script_streams
+from tests.upstream_frames import messages
 
 KEY = "gw-responses-key-0123456789"
 SECRET = "sk-responses-upstream-secret-abc"
@@ -298,3 +299,37 @@ def test_context_overflow_before_the_stream_is_a_400_with_its_code(gateway: str,
     with pytest.raises(openai.BadRequestError) as overflow:
         client(gateway).responses.create(model="gpt-mock", input="a very long prompt")
     assert overflow.value.code == "context_length_exceeded"
+
+
+# --- the Anthropic-style upstream path: Responses -> Chat -> Messages and back -------------------------
+
+
+def test_tools_through_an_anthropic_upstream(gateway: str, mock: str, upstream: Any) -> None:
+    patch = "*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch\n"
+    script_streams(mock, "claude-mock", messages(
+        ({"type": "text", "text": ""}, [{"type": "text_delta", "text": "Running it."}]),
+        ({"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {}},
+         [{"type": "input_json_delta", "partial_json": '{"cmd": '}, {"type": "input_json_delta", "partial_json": '"ls"}'}]),
+        ({"type": "tool_use", "id": "toolu_2", "name": "apply_patch", "input": {}},
+         [{"type": "input_json_delta", "partial_json": json.dumps({"input": patch})}]),
+        stop="tool_use"))  # fmt: skip
+    with client(gateway).responses.stream(model="claude-mock", input="go", tools=[EXEC, APPLY_PATCH]) as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["message", "function_call", "custom_tool_call"]
+    assert final.output_text == "Running it." and json.loads(final.output[1].arguments) == {"cmd": "ls"}
+    assert final.output[2].input == patch and final.output[1].call_id == "toolu_1"
+    sent = upstream()[-1]
+    assert [t["name"] for t in sent["tools"]] == ["exec_command", "apply_patch"]  # Messages tools
+    assert sent["tools"][1]["input_schema"]["required"] == ["input"]
+
+
+def test_an_anthropic_upstream_that_dies_mid_stream_ends_in_response_failed(gateway: str, mock: str) -> None:
+    frames = messages(({"type": "text", "text": ""}, [{"type": "text_delta", "text": "partial"}]), stop="end_turn")
+    script_streams(mock, "claude-mock", frames[:3], close_early=True)
+    events = raw_stream(gateway, {"model": "claude-mock", "input": "tell me"})
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    script_streams(mock, "claude-mock", [*frames[:3], f"event: error\ndata: {json.dumps(overloaded)}\n\n"])
+    events = raw_stream(gateway, {"model": "claude-mock", "input": "again"})
+    assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["code"] == "server_is_overloaded"
