@@ -24,7 +24,7 @@ from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
-from gateway.endpoints import ModelList, ResponsesWebSocket, healthz, not_routed
+from gateway.endpoints import ModelList, ResponsesWebSocket, StoredResponse, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.responses_store import ResponseStore
 from gateway.tracing import Tracing
@@ -150,6 +150,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         Route("/v1/v1/messages", chain, methods=["POST"]),
         Route("/v1/v1/messages/count_tokens", chain, methods=["POST"]),
         Route("/v1/responses", chain, methods=["POST"]),
+        Route("/v1/responses/{response_id}", Boundary(Auth(StoredResponse(responses), config),
+                                                      config.limits.max_header_bytes), methods=["GET", "DELETE"]),  # fmt: skip
         Route("/responses", chain, methods=["POST"]),
         WebSocketRoute("/v1/responses", ResponsesWebSocket()),
         WebSocketRoute("/responses", ResponsesWebSocket()),

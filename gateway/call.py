@@ -79,7 +79,7 @@ class Call:
             out.append((b"x-junction-model", self.provider.model.encode()))
         if self.alias is not None:
             out.append((b"x-junction-alias", self.alias.encode()))
-        if self.endpoint not in ("models", "metrics"):
+        if self.endpoint not in ("models", "metrics", "stored"):
             out.append((b"x-junction-route", (self.route or "none").encode()))
         decision = self.decision
         if decision is not None:

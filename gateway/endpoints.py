@@ -91,3 +91,26 @@ async def refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> No
         await send({"type": "websocket.http.response.body", "body": body})
     else:  # a server without the denial-response extension: refuse the handshake
         await send({"type": "websocket.close", "code": 1008})
+
+
+class StoredResponse:
+    """`GET` and `DELETE /v1/responses/{id}` on the stored Responses (the OpenAI SDK's `responses.retrieve`
+    and `responses.delete`); a response never stored, expired or deleted is a 404."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        get_call(scope)  # set by the boundary: auth has already run
+        response_id = scope["path_params"]["response_id"]
+        if scope["method"] == "DELETE":
+            found = await self.store.delete(response_id)
+            payload: Any = {"id": response_id, "object": "response.deleted", "deleted": True}
+        else:
+            payload = await self.store.response(response_id)
+            found = payload is not None
+        if not found:
+            payload = error_body(ApiStyle.OPENAI, 404, f"Response with id {response_id!r} not found.")
+        start, body = json_response(200 if found else 404, payload)
+        await send(start)
+        await send(body)

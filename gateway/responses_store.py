@@ -30,6 +30,7 @@ class _Entry:
     items: list[Item]
     size: int
     expires: float
+    response: Item | None = None  # the Response object itself, for GET /v1/responses/{id}
 
 
 class ResponseStore:
@@ -55,14 +56,27 @@ class ResponseStore:
         self._entries.move_to_end(response_id)
         return [dict(item) for item in entry.items]
 
-    async def put(self, response_id: str, items: list[Item], now: float | None = None) -> None:
+    async def response(self, response_id: str, now: float | None = None) -> Item | None:
+        """The stored Response object, or None."""
+        if await self.get(response_id, now) is None:
+            return None
+        return self._entries[response_id].response
+
+    async def delete(self, response_id: str) -> bool:
+        if response_id not in self._entries:
+            return False
+        self._drop(response_id)
+        return True
+
+    async def put(self, response_id: str, items: list[Item], now: float | None = None,
+                  response: Item | None = None) -> None:  # fmt: skip
         now = time.monotonic() if now is None else now
-        size = len(orjson.dumps(items))
+        size = len(orjson.dumps(items)) + (len(orjson.dumps(response)) if response is not None else 0)
         if size > self.max_bytes:
             return  # larger than the whole store: not kept (a later request naming it gets a clear 400)
         if response_id in self._entries:
             self._drop(response_id)
-        self._entries[response_id] = _Entry(items, size, now + self.ttl_s)
+        self._entries[response_id] = _Entry(items, size, now + self.ttl_s, response)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))

@@ -333,3 +333,19 @@ def test_an_anthropic_upstream_that_dies_mid_stream_ends_in_response_failed(gate
     script_streams(mock, "claude-mock", [*frames[:3], f"event: error\ndata: {json.dumps(overloaded)}\n\n"])
     events = raw_stream(gateway, {"model": "claude-mock", "input": "again"})
     assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["code"] == "server_is_overloaded"
+
+
+def test_stored_responses_can_be_retrieved_and_deleted(gateway: str) -> None:
+    sdk = client(gateway)
+    answer = sdk.responses.create(model="gpt-mock", input="remember me")
+    again = sdk.responses.retrieve(answer.id)
+    assert again.id == answer.id and again.output_text == answer.output_text and again.status == "completed"
+    sdk.responses.delete(answer.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(answer.id)
+    with pytest.raises(openai.BadRequestError):  # a deleted response cannot be continued either
+        sdk.responses.create(model="gpt-mock", input="and?", previous_response_id=answer.id)
+    unstored = sdk.responses.create(model="gpt-mock", input="forget me", store=False)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(unstored.id)
+    assert httpx.get(f"{gateway}/v1/responses/{answer.id}").status_code == 401  # behind the gateway keys

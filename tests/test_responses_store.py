@@ -53,3 +53,11 @@ def test_returned_items_are_copies() -> None:
     got = run(store.get("resp_a", now=0.0))
     got[0]["role"] = "assistant"
     assert run(store.get("resp_a", now=0.0)) == [item("a")]
+
+
+def test_the_response_object_is_kept_beside_the_conversation_and_deletion_forgets_both() -> None:
+    store = ResponseStore()
+    run(store.put("resp_a", [item("a")], now=0.0, response={"id": "resp_a", "object": "response"}))
+    assert run(store.response("resp_a", now=1.0)) == {"id": "resp_a", "object": "response"}
+    assert run(store.delete("resp_a")) is True and run(store.delete("resp_a")) is False
+    assert run(store.get("resp_a", now=1.0)) is None and run(store.response("resp_a", now=1.0)) is None

@@ -22,7 +22,7 @@ from models.translate.errors import responses_error_code
 log = logging.getLogger("junction")
 
 ASGIApp = Any
-_NOT_LLM = ("models", "metrics")  # endpoints that are not LLM calls: no access log, no request metrics
+_NOT_LLM = ("models", "metrics", "stored")  # endpoints that are not LLM calls: no access log, no request metrics
 _STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 Scope = dict[str, Any]
 
@@ -38,6 +38,8 @@ def _endpoint(path: str) -> str:
         return "count_tokens"
     if path.endswith("/models"):
         return "models"
+    if "/responses/" in path:
+        return "stored"  # GET / DELETE of a stored Response
     if path == "/metrics":
         return "metrics"
     return "chat"

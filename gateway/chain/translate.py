@@ -404,4 +404,5 @@ class ResponsesAnswer(_Converting):
         body = self.call.body or {}
         if self.responses is None or body.get("store") is False or response.get("status") == "failed":
             return
-        await self.responses.put(str(response["id"]), input_items(body.get("input")) + list(response.get("output") or []))
+        await self.responses.put(str(response["id"]), input_items(body.get("input")) + list(response.get("output") or []),
+                                 response=response)  # fmt: skip
