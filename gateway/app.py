@@ -46,7 +46,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     """
     app: Any = Upstream(pool, config, Health(config.failover), metrics)
     app = Repair(app, config.ping_interval_s, lifecycle, metrics.streams)
-    app = Translate(app, responses)
+    app = Translate(app, responses, config.ping_interval_s)
     app = Quota(app, ledgers, metrics)
     app = Routing(app, config, router, metrics)
     app = Aliases(app, config)

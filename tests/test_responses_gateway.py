@@ -349,3 +349,22 @@ def test_stored_responses_can_be_retrieved_and_deleted(gateway: str) -> None:
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(unstored.id)
     assert httpx.get(f"{gateway}/v1/responses/{answer.id}").status_code == 401  # behind the gateway keys
+
+
+def test_keepalive_flows_while_a_custom_tool_input_is_held(gateway: str, mock: str) -> None:
+    # The upstream keeps streaming the patch (so the repair layer sees no silence), but a custom call's
+    # input reaches the client only when complete: the client side still needs data events.
+    patch = json.dumps({"input": "*** Begin Patch\n*** Add File: b.txt\n" + "+line\n" * 12 + "*** End Patch\n"})
+    pieces = [patch[i : i + 12] for i in range(0, len(patch), 12)]
+    frames = sse(chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_p", "type": "function",
+                                                             "function": {"name": "apply_patch", "arguments": ""}}]}),
+                 *(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces),
+                 chunk({}, "tool_calls"))  # fmt: skip
+    script_streams(mock, "gpt-mock", frames, gap_ms=60)
+    events = raw_stream(gateway, {"model": "gpt-mock", "input": "patch it", "tools": [APPLY_PATCH]})
+    kinds = [e["type"] for e in events]
+    added = kinds.index("response.output_item.added")
+    assert kinds[added:].count("keepalive") >= 3 and kinds[-1] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    done = next(e for e in events if e["type"] == "response.output_item.done")
+    assert done["item"]["type"] == "custom_tool_call" and done["item"]["input"] == json.loads(patch)["input"]

@@ -114,9 +114,10 @@ async def counted_input(call: Call) -> int:
 
 
 class Translate:
-    def __init__(self, app: Any, responses: ResponseStore | None = None) -> None:
+    def __init__(self, app: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
         self.app = app
         self.responses = responses  # where Responses answers are kept for previous_response_id
+        self.ping_interval = ping_interval  # Responses streams: longest client-side silence
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -126,16 +127,17 @@ class Translate:
             await send_count(call, send)
             return
         call.upstream_body = await offload(call, lambda: orjson.dumps(upstream_request(call)))
-        await self.app(scope, receive, ClientResponse(call, send, self.responses).send)
+        await self.app(scope, receive, ClientResponse(call, send, self.responses, self.ping_interval).send)
 
 
 class ClientResponse:
     """Picks the response path once the answering model is known: failover may have moved the
     call to a model of the other protocol after this layer built the first request."""
 
-    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None) -> None:
+    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
         self.call, self._send = call, send
         self.responses = responses
+        self.ping_interval = ping_interval
         self.inner: _Responder | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -143,7 +145,7 @@ class ClientResponse:
             call = self.call
             assert call.provider is not None
             if call.responses:
-                self.inner = ResponsesAnswer(call, self._send, self.responses)
+                self.inner = ResponsesAnswer(call, self._send, self.responses, self.ping_interval)
             elif call.provider.api is call.protocol:
                 self.inner = SameProtocol(call, self._send)
             else:
@@ -327,9 +329,11 @@ class ResponsesAnswer(_Converting):
     them the stream ends with `error` + `response.failed` carrying a code Codex acts on.
     """
 
-    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None) -> None:
+    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
         super().__init__(call, send)
         self.responses = responses
+        self.ping_interval = ping_interval
+        self.last_sent = time.monotonic()  # when the client last got a byte
         self.stream: ChatToResponsesStream | None = None
         self.via: AnthropicToOpenAIStream | None = None  # Messages upstream: its events -> Chat chunks
         self.decoder = SSEDecoder()
@@ -385,6 +389,12 @@ class ResponsesAnswer(_Converting):
                 out += stream.feed(chunk)  # in-band upstream errors end the stream as failed there
             if not more:
                 out += stream.finish()
+            elif not out and time.monotonic() - self.last_sent >= self.ping_interval:
+                # The upstream is busy but nothing can be shown yet (a tool call's input is held
+                # until it is complete): the repair layer's pings only cover upstream silence.
+                out = [stream.keepalive()]
+        if out:
+            self.last_sent = time.monotonic()
         if out or not more:
             await self._send({"type": "http.response.body", "body": b"".join(out), "more_body": more and not stream.done})
         if stream.final is not None and not more:
