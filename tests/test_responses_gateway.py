@@ -352,10 +352,11 @@ def test_stored_responses_can_be_retrieved_and_deleted(gateway: str) -> None:
 
 
 def test_keepalive_flows_while_a_custom_tool_input_is_held(gateway: str, mock: str) -> None:
-    # The upstream keeps streaming the patch (so the repair layer sees no silence), but a custom call's
-    # input reaches the client only when complete: the client side still needs data events.
-    patch = json.dumps({"input": "*** Begin Patch\n*** Add File: b.txt\n" + "+line\n" * 12 + "*** End Patch\n"})
-    pieces = [patch[i : i + 12] for i in range(0, len(patch), 12)]
+    # The upstream keeps streaming a patch (so the repair layer sees no silence) but, having ignored the
+    # `{"input": ...}` wrapper, as raw text: such input reaches the client only when the call is complete,
+    # so the client side still needs data events meanwhile.
+    raw_patch = "*** Begin Patch\n*** Add File: b.txt\n" + "+line\n" * 40 + "*** End Patch\n"
+    pieces = [raw_patch[i : i + 12] for i in range(0, len(raw_patch), 12)]
     frames = sse(chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_p", "type": "function",
                                                              "function": {"name": "apply_patch", "arguments": ""}}]}),
                  *(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces),
@@ -367,4 +368,4 @@ def test_keepalive_flows_while_a_custom_tool_input_is_held(gateway: str, mock: s
     assert kinds[added:].count("keepalive") >= 3 and kinds[-1] == "response.completed"
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     done = next(e for e in events if e["type"] == "response.output_item.done")
-    assert done["item"]["type"] == "custom_tool_call" and done["item"]["input"] == json.loads(patch)["input"]
+    assert done["item"]["type"] == "custom_tool_call" and done["item"]["input"] == raw_patch

@@ -12,6 +12,8 @@ unwrapped from the `{"input": ...}` object the upstream was asked for.
 
 from __future__ import annotations
 
+import re
+
 import secrets
 import time
 from typing import Any
@@ -225,6 +227,61 @@ def custom_input(arguments: str) -> str:
     value = parse_arguments(arguments)
     inner = value.get(CUSTOM_INPUT) if value else None
     return inner if isinstance(inner, str) else arguments
+
+
+_WRAPPER_OPEN = re.compile(r'\s*\{\s*"input"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def wrapped_input_prefix(arguments: str) -> str | None:
+    """As much of a custom tool's input as the arguments streamed so far give, while they look like the
+    `{"input": "..."}` wrapper: the JSON string decoded up to its closing quote or to the last complete
+    character (a half-received escape waits). None once they cannot be the wrapper (the input then goes
+    out whole at the end)."""
+    opening = _WRAPPER_OPEN.match(arguments)
+    if opening is None:
+        squeezed = "".join(arguments.split())
+        return "" if '{"input":"'.startswith(squeezed) else None
+    out: list[str] = []
+    i, text = opening.end(), arguments
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            break
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            break  # the escape's second half has not arrived
+        kind = text[i + 1]
+        if kind == "u":
+            digits = text[i + 2 : i + 6]
+            if len(digits) < 4:
+                break
+            code = _hex(digits)
+            if 0xD800 <= code < 0xDC00:  # a surrogate pair: wait for, then join, its low half
+                low = text[i + 6 : i + 12]
+                if len(low) < 6:
+                    break
+                if low.startswith("\\u") and 0xDC00 <= _hex(low[2:]) < 0xE000:
+                    out.append(chr(0x10000 + ((code - 0xD800) << 10) + (_hex(low[2:]) - 0xDC00)))
+                    i += 12
+                    continue
+            out.append("\ufffd" if 0xD800 <= code < 0xE000 else chr(code))  # a lone surrogate cannot be sent
+            i += 6
+            continue
+        out.append(_ESCAPES.get(kind, kind))
+        i += 2
+    return "".join(out)
+
+
+def _hex(digits: str) -> int:
+    """Four hex digits of a \\u escape; anything else reads as U+FFFD."""
+    try:
+        return int(digits, 16) if len(digits) == 4 else 0xFFFD
+    except ValueError:
+        return 0xFFFD
 
 
 def call_item(item_id: str, spec: ToolSpec, call_id: str, arguments: str, status: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from models.sse import encode
 from models.translate.errors import error_info, responses_error_code
 from models.translate.response import OVERLOADED_FINISH, parse_arguments
 from models.translate.responses_response import (
+    wrapped_input_prefix,
     call_item,
     call_item_id,
     custom_input,
@@ -71,6 +72,7 @@ class _Item(Pending):
     item_id: str = ""
     spec: ToolSpec | None = None  # the client tool, once announced
     call_id: str = ""
+    live: str = ""  # a custom call's input streamed so far (decoded from the `{"input": ...}` wrapper)
 
 
 class ChatToResponsesStream:
@@ -262,8 +264,10 @@ class ChatToResponsesStream:
         """Send the open item's new content as one delta."""
         if item.sent == len(item.parts):
             return []
-        if item.kind == "call" and (not item.has_content() or item.spec is None or item.spec.kind == "custom"):
-            return []  # whitespace may still become `{}`; custom input is only known unwrapped at the end
+        if item.kind == "call" and item.spec is not None and item.spec.kind == "custom":
+            return self._flush_custom(item)
+        if item.kind == "call" and (not item.has_content() or item.spec is None):
+            return []  # whitespace may still become `{}`
         text = "".join(item.parts[item.sent :])
         item.sent = len(item.parts)
         if not text:
@@ -273,6 +277,15 @@ class ChatToResponsesStream:
         if item.kind == "message":
             return [self._part_event("response.output_text.delta", item, delta=text, logprobs=[])]
         return [self._item_event("response.function_call_arguments.delta", item, delta=text)]
+
+    def _flush_custom(self, item: _Item) -> list[bytes]:
+        """Stream a custom call's input live while its arguments read as the `{"input": "..."}` wrapper;
+        anything else goes out whole when the call closes."""
+        prefix = wrapped_input_prefix(item.text())
+        if prefix is None or len(prefix) <= len(item.live) or not prefix.startswith(item.live):
+            return []
+        delta, item.live = prefix[len(item.live) :], prefix
+        return [self._item_event("response.custom_tool_call_input.delta", item, delta=delta)]
 
     def _close(self, item: _Item, truncated: bool) -> list[bytes]:
         item.closed = True
@@ -298,7 +311,12 @@ class ChatToResponsesStream:
         done = call_item(item.item_id, item.spec, item.call_id, item.text(), status)
         if item.spec.kind == "custom":
             value = custom_input(item.text())
-            out = [self._item_event("response.custom_tool_call_input.delta", item, delta=value)] if value else []
+            if item.live and not value.startswith(item.live):
+                # Broken wrapper JSON (a `length` cut inside the string): keep to what was streamed.
+                value = wrapped_input_prefix(item.text()) or item.live
+            done["input"] = value
+            rest = value[len(item.live) :]
+            out = [self._item_event("response.custom_tool_call_input.delta", item, delta=rest)] if rest else []
             return out + [self._item_event("response.custom_tool_call_input.done", item, input=value)], done
         arguments = function_arguments(item.text())
         done["arguments"] = arguments
