@@ -48,7 +48,7 @@ env_key = "{key_variable}"
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
-stream_idle_timeout_ms = 30000
+stream_idle_timeout_ms = {idle_ms}
 
 [analytics]
 enabled = false
@@ -118,11 +118,11 @@ class CodexRun:
 
 
 def run_codex(prompt: str, *, base_url: str, key: str, cwd: Path, home: Path, model: str = "gpt-mock",
-              timeout: float = TIMEOUT) -> CodexRun:  # fmt: skip
+              timeout: float = TIMEOUT, idle_ms: int = 30000) -> CodexRun:  # fmt: skip
     """`codex exec --json <prompt>` against the gateway at `base_url`, to completion (killed after `timeout`)."""
     (home / ".codex").mkdir(parents=True, exist_ok=True)
     (home / ".codex" / "config.toml").write_text(CONFIG_TOML.format(model=model, base_url=base_url,
-                                                                    key_variable=KEY_VARIABLE))  # fmt: skip
+                                                                    key_variable=KEY_VARIABLE, idle_ms=idle_ms))  # fmt: skip
     env = base_env(home) | {KEY_VARIABLE: key}
     argv = [str(BINARY), "exec", "--json", "--skip-git-repo-check", "--ephemeral",
             "--dangerously-bypass-approvals-and-sandbox", prompt]  # fmt: skip

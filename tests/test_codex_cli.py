@@ -39,6 +39,8 @@ llm_providers:
     access_key: $CODEX_UPSTREAM_SECRET
 gateway_keys:
   - {{name: codex, key: $CODEX_GATEWAY_KEY}}
+streaming:
+  ping_interval: 0.3s
 """
 
 
@@ -101,3 +103,16 @@ def test_codex_runs_a_shell_tool_through_a_messages_upstream(gateway: str, mock:
     results = [b for m in second["messages"] if isinstance(m["content"], list) for b in m["content"]
                if b.get("type") == "tool_result"]  # fmt: skip
     assert [r["tool_use_id"] for r in results] == ["toolu_rig_1"]
+
+
+def test_keepalives_hold_codex_through_upstream_silence(gateway: str, mock: str, upstream: Any, tmp_path: Path) -> None:
+    # Codex gives up on a stream after `stream_idle_timeout_ms` without a data event (SSE comments do not
+    # count). Here 1 s against 1.5 s gaps between the upstream's chunks: only keepalive events keep it going.
+    slow = chat({"role": "assistant", "content": "DONE-"}, {"content": "RIG"}, finish="stop")
+    script_streams(mock, "gpt-mock", slow, gap_ms=1500)
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_codex("Say it slowly", base_url=gateway, key=KEY, cwd=work, home=tmp_path / "home", idle_ms=1000)
+    assert run.returncode == 0, run
+    assert [m["text"] for m in run.items("agent_message")] == ["DONE-RIG"], run
+    assert len(upstream()) == 1  # no retry: the stream was never dropped
