@@ -44,23 +44,26 @@ class ResponseStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, response_id: str, now: float | None = None) -> list[Item] | None:
-        """The conversation a stored response ends, or None (unknown, expired or evicted)."""
-        now = time.monotonic() if now is None else now
+    def _live(self, response_id: str, now: float | None) -> _Entry | None:
+        """The entry, marked recently used; None when unknown, expired (then dropped) or evicted."""
         entry = self._entries.get(response_id)
         if entry is None:
             return None
-        if entry.expires <= now:
+        if entry.expires <= (time.monotonic() if now is None else now):
             self._drop(response_id)
             return None
         self._entries.move_to_end(response_id)
-        return [dict(item) for item in entry.items]
+        return entry
+
+    async def get(self, response_id: str, now: float | None = None) -> list[Item] | None:
+        """The conversation a stored response ends, or None (unknown, expired or evicted)."""
+        entry = self._live(response_id, now)
+        return [dict(item) for item in entry.items] if entry is not None else None
 
     async def response(self, response_id: str, now: float | None = None) -> Item | None:
         """The stored Response object, or None."""
-        if await self.get(response_id, now) is None:
-            return None
-        return self._entries[response_id].response
+        entry = self._live(response_id, now)
+        return entry.response if entry is not None else None
 
     async def delete(self, response_id: str) -> bool:
         if response_id not in self._entries:

@@ -111,12 +111,7 @@ def count_responses_tokens(body: dict[str, Any]) -> int:
         return 0
     texts: list[str] = []
     fixed = _collect_system(body.get("instructions"), texts)
-    for tool in body.get("tools") or ():
-        if isinstance(tool, dict):
-            fixed += TOOL_TOKENS
-            texts += [str(tool.get(k) or "") for k in ("name", "description")]
-            if tool.get("parameters") is not None:
-                texts.append(_json(tool["parameters"]))
+    fixed += _collect_tools(body.get("tools"), texts, schema="parameters")
     items = body.get("input")
     if isinstance(items, str):
         return fixed + MESSAGE_TOKENS + count_text_tokens(items)
@@ -142,15 +137,16 @@ def _collect_system(system: Any, texts: list[str]) -> int:
     return MESSAGE_TOKENS + _collect_content(system, texts)
 
 
-def _collect_tools(tools: Any, texts: list[str]) -> int:
+def _collect_tools(tools: Any, texts: list[str], schema: str = "input_schema") -> int:
+    """Tool definitions' text; `schema` names the key of their JSON schema (Responses: `parameters`)."""
     fixed = 0
     for tool in tools or ():
         if not isinstance(tool, dict):
             continue
         fixed += TOOL_TOKENS
         texts += [str(tool.get(k) or "") for k in ("name", "description")]
-        if tool.get("input_schema") is not None:
-            texts.append(_json(tool["input_schema"]))
+        if tool.get(schema) is not None:
+            texts.append(_json(tool[schema]))
     return fixed
 
 

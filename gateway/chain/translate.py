@@ -254,7 +254,22 @@ class SameProtocol(_Responder):
 
 
 class _Converting(_Responder):
-    """Successful buffered answers go through `_convert` (the upstream's JSON -> the client's)."""
+    """Successful buffered answers go through `_convert` (the upstream's JSON -> the client's); a
+    successful upstream stream gets the client's SSE headers and `_open_stream`'s first frames at once."""
+
+    async def _passes(self, start: dict[str, Any]) -> bool:
+        is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
+        if not (self.call.stream and self.status == 200 and is_sse):
+            return False  # buffered: answered whole once the body is in
+        first = self._open_stream()
+        passed = [(k, v) for k, v in self.headers if k != b"content-type"]
+        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
+        # The stream's opening frames as soon as the upstream answers: headers flush at once.
+        await self._send({"type": "http.response.body", "body": first, "more_body": True})
+        return True
+
+    def _open_stream(self) -> bytes:
+        raise NotImplementedError
 
     async def _complete(self, raw: bytes) -> None:
         if self.status >= 400:
@@ -274,16 +289,9 @@ class CrossProtocol(_Converting):
         self.estimate = input_estimate
         self.stream: OpenAIToAnthropicStream | AnthropicToOpenAIStream | None = None
 
-    async def _passes(self, start: dict[str, Any]) -> bool:
-        is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
-        if not (self.call.stream and self.status == 200 and is_sse):
-            return False  # buffered: answered whole once the body is in
+    def _open_stream(self) -> bytes:
         self.stream = self._new_stream()
-        passed = [(k, v) for k, v in self.headers if k != b"content-type"]
-        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
-        # message_start (and a ping) as soon as the upstream answers: headers flush at once.
-        await self._send({"type": "http.response.body", "body": self.stream.start(), "more_body": True})
-        return True
+        return self.stream.start()  # message_start (and a ping)
 
     def _new_stream(self) -> OpenAIToAnthropicStream | AnthropicToOpenAIStream:
         model = self.call.requested_model or ""
@@ -344,19 +352,13 @@ class ResponsesAnswer(_Converting):
     def _tools(self) -> ToolTable:
         return self.call.tool_table if isinstance(self.call.tool_table, ToolTable) else ToolTable()
 
-    async def _passes(self, start: dict[str, Any]) -> bool:
+    def _open_stream(self) -> bytes:
         call = self.call
-        is_sse = (_header(self.headers, b"content-type") or "").startswith("text/event-stream")
-        if not (call.stream and self.status == 200 and is_sse):
-            return False
         assert call.body is not None and call.provider is not None
         self.stream = call.responses_stream = ChatToResponsesStream(call.body, self._tools(), self._model())
         if call.provider.api is ApiStyle.ANTHROPIC:
             self.via = AnthropicToOpenAIStream(self._model(), True)
-        passed = [(k, v) for k, v in self.headers if k != b"content-type"]
-        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + passed})
-        await self._send({"type": "http.response.body", "body": b"".join(self.stream.start()), "more_body": True})
-        return True
+        return b"".join(self.stream.start())  # response.created, response.in_progress
 
     def _chunks(self, events: Any, last: bool) -> list[dict[str, Any]]:
         """The upstream's events as Chat Completions chunks."""

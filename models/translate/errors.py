@@ -178,6 +178,7 @@ _OVERFLOW = re.compile(
 )
 _OVERLOADED = re.compile(r"overload|insufficient_system_resource|server is busy|capacity", re.I)
 _QUOTA = re.compile(r"insufficient_quota|exceeded your current quota|insufficient balance", re.I)
+_RATE_LIMITED = re.compile(r"rate.?limit", re.I)
 
 _N = r"(\d[\d,]*)"
 _ANTHROPIC_LIMIT = re.compile(rf"exceed context limit: {_N} \+ {_N} > {_N}", re.I)
@@ -346,5 +347,3 @@ def responses_error_code(status: int | None, message: str, info: UpstreamErrorIn
         return "invalid_prompt"
     return "server_error"
 
-
-_RATE_LIMITED = re.compile(r"rate.?limit", re.I)
