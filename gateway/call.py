@@ -55,6 +55,15 @@ class Call:
         """The client's protocol as the router names it: anthropic, openai or responses."""
         return "responses" if self.responses else self.protocol.value
 
+    @property
+    def upstream_api(self) -> ApiStyle:
+        """The wire protocol of the request to the current provider: its own, or RESPONSES when a
+        Responses client is relayed to an upstream that serves that API natively."""
+        provider = self.provider
+        if provider is None:
+            return self.protocol
+        return ApiStyle.RESPONSES if self.responses and provider.native_responses else provider.api
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 

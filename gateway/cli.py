@@ -53,7 +53,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             key = "set" if p.access_key else "none"
         note = "default" if p.default else ("wildcard" if p.wildcard else "")
-        rows.append((p.model, p.api.value, p.url or "(base_url unset)", key, note))
+        api = p.api.value + ("+responses" if p.native_responses else "")  # Responses clients relayed natively
+        rows.append((p.model, api, p.url or "(base_url unset)", key, note))
     for alias, target in config.aliases.items():
         rows.append((alias, "alias", f"-> {target.model}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -31,6 +31,7 @@ from models.providers import (
     default_headers_for,
     join_url,
     quirks_for,
+    speaks_responses,
 )
 
 PLANO_VERSIONS = ("v0.1", "v0.1.0", "0.1-beta", "0.2.0", "v0.3.0", "v0.4.0")
@@ -102,10 +103,16 @@ class Provider:
     # PEM bundle of the CA(s) trusted for this upstream *instead of* the default store (a private
     # CA). Certificates are always verified: deliberately, there is no option to turn that off.
     tls_ca_file: str | None = None
+    native_responses: bool = False  # Responses clients are relayed to its `/responses` (models/providers.py)
 
     @property
     def api(self) -> ApiStyle:
         return self.spec.api
+
+    @property
+    def responses_url(self) -> str:
+        """The native Responses endpoint (only called when `native_responses`)."""
+        return join_url(self.spec, self.base_url, "", self.model_id, ApiStyle.RESPONSES)
 
     @property
     def available(self) -> bool:
@@ -595,6 +602,7 @@ class _Builder:
             anthropic_betas=frozenset(betas) if betas is not None else None,
             pricing=pricing,
             tls_ca_file=tls_ca_file,
+            native_responses=item.get("provider_interface") == "responses" or speaks_responses(spec, base_url),
         )
 
     def pricing(self, path: str, raw: Any) -> Pricing | None:
@@ -644,10 +652,12 @@ class _Builder:
                        f"required for the custom provider prefix '{prefix}' "
                        f"(built-in prefixes: {', '.join(sorted(CATALOG))})")  # fmt: skip
             return None
-        like = CATALOG.get(str(interface))
+        # `responses`: an OpenAI-style upstream that also serves the Responses API natively.
+        native = interface == "responses"
+        like = CATALOG["openai"] if native else CATALOG.get(str(interface))
         if like is None:
             self.error(f"{path}.provider_interface",
-                       f"unknown interface {interface!r} (use openai, anthropic or a built-in prefix)")  # fmt: skip
+                       f"unknown interface {interface!r} (use openai, anthropic, responses or a built-in prefix)")  # fmt: skip
             return None
         if builtin is not None and prefix != "mock" and builtin.api is not like.api:
             self.error(f"{path}.provider_interface",
@@ -655,7 +665,7 @@ class _Builder:
                        "provider_interface is for custom prefixes")  # fmt: skip
             return None
         if builtin is not None and prefix != "mock":
-            return builtin
+            return builtin  # with `responses`, the provider is marked native (`build_provider`)
         if base_url is None:
             self.error(f"{path}.base_url", f"required for the custom provider prefix '{prefix}'")
             return None

@@ -1,7 +1,7 @@
 """A deterministic fake LLM provider for tests and benchmarks.
 
-One process speaks both wire styles (OpenAI Chat Completions and Anthropic Messages) on any base
-path, because routes match by path suffix. It is a raw ASGI app: it is the "direct" baseline of the
+One process speaks every wire style (OpenAI Chat Completions, Anthropic Messages and the OpenAI
+Responses API) on any base path, because routes match by path suffix. It is a raw ASGI app: it is the "direct" baseline of the
 latency benchmark, so the hot path does no routing framework work and no per-request task.
 
 Behaviour is chosen per request by knobs, read from `x-mock-<name>` headers or `<name>` query
@@ -128,8 +128,8 @@ def tool_choice(choice: Any) -> tuple[bool, str | None] | None:
             return True, None
         if kind == "tool":
             return True, choice.get("name")
-        if kind == "function":
-            return True, (choice.get("function") or {}).get("name")
+        if kind == "function":  # Chat nests the name, Responses does not
+            return True, (choice.get("function") or {}).get("name") or choice.get("name")
     return False, None
 
 
@@ -190,9 +190,30 @@ class Reply:
     output_tokens: int
     stream_usage: bool  # OpenAI stream_options.include_usage
     pieces: list[str]  # stream fragments of the text, or of the tool arguments
+    events: int = 0  # Responses streams: events sent so far (the next sequence_number)
 
 
-def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: bool) -> Reply:
+def responses_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Responses `input` as Chat-like messages: enough for `plan_reply` to find the user's text and a
+    tool result."""
+    items = body.get("input")
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    out: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            output = item.get("output")
+            out.append({"role": "tool", "content": output if isinstance(output, str) else text_of(output)})
+        elif item.get("type", "message") == "message":
+            out.append({"role": item.get("role"), "content": text_of(item.get("content"))})
+    return out
+
+
+def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: bool, responses: bool = False) -> Reply:
+    if responses:
+        body = {**body, "messages": responses_messages(body)}
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     result = tool_result_text(last)
@@ -233,10 +254,10 @@ def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: b
     else:
         pieces = WORD_PIECE.findall(text) or [text]
     counted = tool.arguments if tool else text
-    prompt = [body.get(k) for k in ("system", "tools", "messages") if k in body]
+    prompt = [body.get(k) for k in ("system", "instructions", "tools", "messages") if k in body]
     stream_options = body.get("stream_options")
     return Reply(
-        id=f"msg_mock{n}" if anthropic else f"chatcmpl-mock-{n}",
+        id=f"resp_mock{n}" if responses else f"msg_mock{n}" if anthropic else f"chatcmpl-mock-{n}",
         model=str(body.get("model", "mock")),
         created=int(time.time()),
         text=text,
@@ -353,8 +374,72 @@ class AnthropicStyle:
                 + self.event({"type": "message_stop"}))  # fmt: skip
 
 
-Style = OpenAIStyle | AnthropicStyle
-OPENAI, ANTHROPIC = OpenAIStyle(), AnthropicStyle()
+class ResponsesStyle:
+    """Responses API bodies, SSE events (numbered per reply) and errors (OpenAI's shape)."""
+
+    error = staticmethod(OpenAIStyle.error)
+
+    @staticmethod
+    def usage(r: Reply) -> dict[str, Any]:
+        return {"input_tokens": r.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": r.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": r.input_tokens + r.output_tokens}  # fmt: skip
+
+    @staticmethod
+    def item(r: Reply, done: bool) -> dict[str, Any]:
+        status = "completed" if done else "in_progress"
+        if r.tool:
+            return {"type": "function_call", "id": f"fc_{r.id}", "call_id": r.tool.id, "name": r.tool.name,
+                    "arguments": r.tool.arguments if done else "", "status": status}  # fmt: skip
+        content = [{"type": "output_text", "text": r.text, "annotations": [], "logprobs": []}] if done else []
+        return {"type": "message", "id": f"msg_{r.id}", "role": "assistant", "status": status, "content": content}
+
+    def response(self, r: Reply, done: bool) -> dict[str, Any]:
+        return {"id": r.id, "object": "response", "created_at": r.created, "model": r.model,
+                "status": "completed" if done else "in_progress", "error": None, "incomplete_details": None,
+                "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": None,
+                "tool_choice": "auto", "tools": [], "top_p": None, "text": {"format": {"type": "text"}},
+                "output": [self.item(r, True)] if done else [], "usage": self.usage(r) if done else None}  # fmt: skip
+
+    def complete(self, r: Reply) -> dict[str, Any]:
+        return self.response(r, True)
+
+    @staticmethod
+    def event(r: Reply, kind: str, **fields: Any) -> bytes:
+        r.events += 1
+        return sse({"type": kind, "sequence_number": r.events - 1, **fields}, kind)
+
+    def open(self, r: Reply) -> bytes:
+        frames = (self.event(r, "response.created", response=self.response(r, False))
+                  + self.event(r, "response.in_progress", response=self.response(r, False))
+                  + self.event(r, "response.output_item.added", output_index=0, item=self.item(r, False)))  # fmt: skip
+        if not r.tool:
+            frames += self.event(r, "response.content_part.added", item_id=f"msg_{r.id}", output_index=0, content_index=0,
+                                 part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})  # fmt: skip
+        return frames
+
+    def delta(self, r: Reply, piece: str) -> bytes:
+        if r.tool:
+            return self.event(r, "response.function_call_arguments.delta", item_id=f"fc_{r.id}", output_index=0, delta=piece)
+        return self.event(r, "response.output_text.delta", item_id=f"msg_{r.id}", output_index=0, content_index=0,
+                          delta=piece, logprobs=[])  # fmt: skip
+
+    def close(self, r: Reply) -> bytes:
+        if r.tool:
+            frames = self.event(r, "response.function_call_arguments.done", item_id=f"fc_{r.id}", output_index=0,
+                                name=r.tool.name, arguments=r.tool.arguments)  # fmt: skip
+        else:
+            part = {"type": "output_text", "text": r.text, "annotations": [], "logprobs": []}
+            frames = (self.event(r, "response.output_text.done", item_id=f"msg_{r.id}", output_index=0, content_index=0,
+                                 text=r.text, logprobs=[])
+                      + self.event(r, "response.content_part.done", item_id=f"msg_{r.id}", output_index=0,
+                                   content_index=0, part=part))  # fmt: skip
+        return (frames + self.event(r, "response.output_item.done", output_index=0, item=self.item(r, True))
+                + self.event(r, "response.completed", response=self.response(r, True)))  # fmt: skip
+
+
+Style = OpenAIStyle | AnthropicStyle | ResponsesStyle
+OPENAI, ANTHROPIC, RESPONSES = OpenAIStyle(), AnthropicStyle(), ResponsesStyle()
 
 
 # --- transport helpers ----------------------------------------------------------------------------
@@ -492,8 +577,9 @@ class Mock:
     async def _serve(self, scope: Scope, client: Client, send: Send) -> None:
         body = self._record(scope, await client.read_body())
         path, method = scope["path"], scope["method"]
-        style: Style = ANTHROPIC if path.endswith(("/messages", "/messages/count_tokens")) else OPENAI
-        route = next((r for r in ("/chat/completions", "/messages", "/messages/count_tokens", "/models")
+        style: Style = ANTHROPIC if path.endswith(("/messages", "/messages/count_tokens")) else \
+            RESPONSES if path.endswith("/responses") else OPENAI
+        route = next((r for r in ("/chat/completions", "/messages", "/messages/count_tokens", "/responses", "/models")
                       if path.endswith(r)), None)  # fmt: skip
         if route is None:
             await send_json(send, 404, style.error(404, f"mock: no route for {path}"))
@@ -502,7 +588,7 @@ class Mock:
             await send_json(send, 405, style.error(405, f"mock: {method} not allowed on {path}"))
             return
         body = body if isinstance(body, dict) else {}
-        if route in ("/chat/completions", "/messages") and (entry := self._take_script(body.get("model"))):
+        if route in ("/chat/completions", "/messages", "/responses") and (entry := self._take_script(body.get("model"))):
             await self._serve_script(entry, client, send)
             return
 
@@ -522,7 +608,7 @@ class Mock:
         if route == "/models":
             await send_json(send, 200, self._models(), headers)
             return
-        reply = plan_reply(body, knobs, next(self._ids), style is ANTHROPIC)
+        reply = plan_reply(body, knobs, next(self._ids), style is ANTHROPIC, style is RESPONSES)
         if route == "/messages/count_tokens":
             await send_json(send, 200, {"input_tokens": reply.input_tokens}, headers)
             return

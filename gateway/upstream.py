@@ -311,7 +311,10 @@ class Upstream:
     async def _attempt(self, call: Call, provider: Provider, send: Any, final: bool, deadline: float) -> None:
         """One upstream request. Raises `_Failed` (nothing sent yet) or relays the answer."""
         call.attempts += 1
-        url = provider.url if call.endpoint == "chat" else provider.endpoint_url("/count_tokens")
+        if call.endpoint != "chat":
+            url = provider.endpoint_url("/count_tokens")
+        else:
+            url = provider.responses_url if call.upstream_api is ApiStyle.RESPONSES else provider.url
         if call.query and provider.api is ApiStyle.ANTHROPIC and call.protocol is ApiStyle.ANTHROPIC:
             # The beta surface (`?beta=true`) reaches an Anthropic upstream as the client used it.
             url += ("&" if "?" in url else "?") + call.query
@@ -394,7 +397,7 @@ class Upstream:
                     body = await response.aread()
                 if status == 200:
                     with contextlib.suppress(orjson.JSONDecodeError):
-                        call.add_usage(usage_of(provider.api, orjson.loads(body)))
+                        call.add_usage(usage_of(call.upstream_api, orjson.loads(body)))
                 start["headers"].append((b"content-length", str(len(body)).encode()))
                 await send(start)
                 await send({"type": "http.response.body", "body": body})

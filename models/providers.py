@@ -17,6 +17,7 @@ class ApiStyle(str, Enum):
 
     OPENAI = "openai"  # Chat Completions
     ANTHROPIC = "anthropic"  # Messages
+    RESPONSES = "responses"  # OpenAI Responses (an upstream that serves it natively; clients are OPENAI)
 
 
 class AuthStyle(str, Enum):
@@ -109,6 +110,9 @@ class ProviderSpec:
     query: str = ""
     description: str = ""
     quirks: Quirks = NO_QUIRKS
+    # Serves the Responses API (`/responses`) besides Chat Completions: Responses clients are relayed
+    # to it natively rather than translated, when it is reached at its own host (`speaks_responses`).
+    native_responses: bool = False
 
 
 # OpenAI proper: o-series and gpt-5 are reasoning models (fixed sampling, `reasoning_effort`);
@@ -189,7 +193,8 @@ def _openai(prefix: str, base_url: str | None, **kw: object) -> ProviderSpec:
 CATALOG: dict[str, ProviderSpec] = {
     spec.prefix: spec
     for spec in (
-        _openai("openai", "https://api.openai.com/v1", description="OpenAI", quirks=OPENAI_QUIRKS),
+        _openai("openai", "https://api.openai.com/v1", description="OpenAI", quirks=OPENAI_QUIRKS,
+                native_responses=True),
         ProviderSpec(
             "anthropic",
             ApiStyle.ANTHROPIC,
@@ -206,7 +211,7 @@ CATALOG: dict[str, ProviderSpec] = {
             "https://generativelanguage.googleapis.com/v1beta/openai",
             description="Google Gemini (OpenAI-compatible surface)",
         ),
-        _openai("xai", "https://api.x.ai/v1", description="xAI"),
+        _openai("xai", "https://api.x.ai/v1", description="xAI", native_responses=True),
         _openai("together_ai", "https://api.together.xyz/v1", description="Together AI"),
         _openai("openrouter", "https://openrouter.ai/api/v1", description="OpenRouter"),
         _openai("zhipu", "https://open.bigmodel.cn/api/paas/v4", description="Zhipu GLM"),
@@ -249,6 +254,7 @@ CATALOG["google"] = CATALOG["gemini"]
 ENDPOINT_SUFFIX = {
     ApiStyle.OPENAI: "/chat/completions",
     ApiStyle.ANTHROPIC: "/messages",
+    ApiStyle.RESPONSES: "/responses",
 }
 
 
@@ -256,6 +262,16 @@ def custom_spec(prefix: str, interface: ApiStyle, base_url: str) -> ProviderSpec
     """A provider with a prefix the catalog does not know, described by the config alone."""
     auth = AuthStyle.X_API_KEY if interface is ApiStyle.ANTHROPIC else AuthStyle.BEARER
     return ProviderSpec(prefix, interface, auth, base_url, description="custom")
+
+
+def speaks_responses(spec: ProviderSpec, base_url: str | None) -> bool:
+    """Whether Responses clients are relayed to this catalog provider natively: only at its own host
+    (`openai/` pointed at a DeepSeek or local base URL speaks Chat Completions there). The config
+    marks any other OpenAI-style upstream with `provider_interface: responses`."""
+    if not spec.native_responses or spec.api is not ApiStyle.OPENAI:
+        return False
+    own = urlsplit(spec.base_url or "").hostname
+    return base_url is None or urlsplit(base_url).hostname == own
 
 
 def default_headers_for(base_url: str) -> dict[str, str]:
@@ -285,8 +301,10 @@ def join_url(
     base_url: str | None,
     endpoint: str = "",
     model_id: str = "",
+    api: ApiStyle | None = None,
 ) -> str:
-    """The full upstream URL for `endpoint` ("" for the chat call, or e.g. "/count_tokens").
+    """The full upstream URL for `endpoint` ("" for the chat call, or e.g. "/count_tokens"), in the
+    provider's own wire API or in `api` (RESPONSES: the native `/responses` endpoint).
 
     A `base_url` with a path replaces the provider's default version prefix
     (`https://api.kimi.com/coding/v1` -> `/coding/v1/chat/completions`); a bare host keeps the
@@ -296,15 +314,17 @@ def join_url(
     given = urlsplit(base_url) if base_url else default
     if given is None:
         raise ValueError(f"provider '{spec.prefix}' needs a base_url")
-    suffix = ENDPOINT_SUFFIX[spec.api]
+    api = api or spec.api
+    suffix = ENDPOINT_SUFFIX[api]
     path = given.path.rstrip("/")
     if not path and default is not None and given is not default:
         path = default.path.rstrip("/")
-    if spec.chat_path:
+    if spec.chat_path and api is spec.api:
         path = path + spec.chat_path.format(model=model_id)
     else:
-        if path.endswith(suffix):  # a base_url that already names the endpoint
-            path = path[: -len(suffix)].rstrip("/")
+        for named in dict.fromkeys((suffix, ENDPOINT_SUFFIX[spec.api])):
+            if path.endswith(named):  # a base_url that already names the endpoint
+                path = path[: -len(named)].rstrip("/")
         if spec.api is ApiStyle.ANTHROPIC:
             # Anthropic base URLs are written as the SDK takes them (ANTHROPIC_BASE_URL, no
             # /v1): the SDK appends /v1/messages, and so do we, once.

@@ -1,4 +1,4 @@
-"""Token usage as reported by an upstream, in either wire protocol (pure)."""
+"""Token usage as reported by an upstream, in any of its wire protocols (pure)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def usage_of(api: ApiStyle, payload: Any) -> tuple[int | None, int | None]:
     """
     if not isinstance(payload, dict):
         return None, None
+    if api is ApiStyle.RESPONSES:
+        # A Response object, or a stream event carrying one (its usage arrives with the terminal event).
+        response = payload.get("response") if isinstance(payload.get("response"), dict) else payload
+        usage = response.get("usage")
+        if not isinstance(usage, dict):
+            return None, None
+        return _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
     if api is ApiStyle.ANTHROPIC:
         usage = payload.get("usage")
         if not isinstance(usage, dict) and isinstance(payload.get("message"), dict):
@@ -42,6 +49,11 @@ def delta_chars(api: ApiStyle, payload: Any) -> int:
     an answer cut off before its usage report had produced so far."""
     if not isinstance(payload, dict):
         return 0
+    if api is ApiStyle.RESPONSES:
+        # response.output_text.delta, .function_call_arguments.delta, .reasoning_*.delta, ...
+        delta = payload.get("delta")
+        kind = payload.get("type")
+        return len(delta) if isinstance(delta, str) and isinstance(kind, str) and kind.endswith(".delta") else 0
     if api is ApiStyle.ANTHROPIC:
         delta = payload.get("delta") if payload.get("type") == "content_block_delta" else None
         if not isinstance(delta, dict):

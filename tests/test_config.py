@@ -169,6 +169,30 @@ llm_providers:
 """)
     assert config.providers[0].url == "https://llm.acme.test/api/v2/chat/completions"
     assert config.providers[1].url == "https://claude.acme.test/v1/messages"
+    assert not any(p.native_responses for p in config.providers)
+
+
+def test_responses_interface_marks_an_openai_style_upstream_native() -> None:
+    config = cfg("""
+version: v0.4.0
+llm_providers:
+  - model: acme/m1
+    provider_interface: responses
+    base_url: https://llm.acme.test/v1
+  - model: openai/local
+    provider_interface: responses
+    base_url: http://127.0.0.1:8000/v1
+  - model: openai/gpt-5
+    access_key: x
+  - model: openai/via-deepseek
+    base_url: https://api.deepseek.com/v1
+""")
+    native = {p.model: p.native_responses for p in config.providers}
+    assert native == {"acme/m1": True, "openai/local": True, "openai/gpt-5": True, "openai/via-deepseek": False}
+    assert config.providers[0].url == "https://llm.acme.test/v1/chat/completions"  # other clients: Chat
+    assert config.providers[0].responses_url == "https://llm.acme.test/v1/responses"
+    found = problems("version: v0.4.0\nllm_providers:\n  - model: anthropic/claude\n    provider_interface: responses\n")
+    assert any("'anthropic' is a built-in provider that speaks anthropic" in p for p in found)
 
 
 def test_gateway_keys_plain_env_and_hashed() -> None:

@@ -53,3 +53,20 @@ def test_every_builtin_prefix_from_the_issue_is_present() -> None:
     for prefix in ("openai", "anthropic", "deepseek", "moonshotai", "groq", "mistral", "gemini", "xai",
                    "together_ai", "openrouter", "zhipu", "qwen", "ollama", "azure_openai", "mock"):
         assert prefix in CATALOG
+
+
+def test_responses_endpoint_urls() -> None:
+    assert join_url(openai, None, api=ApiStyle.RESPONSES) == "https://api.openai.com/v1/responses"
+    # a base URL naming either endpoint still gives one suffix
+    assert join_url(openai, "https://proxy.test/v1/chat/completions", api=ApiStyle.RESPONSES) == "https://proxy.test/v1/responses"
+    assert join_url(openai, "https://proxy.test/v1/responses/", api=ApiStyle.RESPONSES) == "https://proxy.test/v1/responses"
+    assert join_url(CATALOG["xai"], "https://api.x.ai", api=ApiStyle.RESPONSES) == "https://api.x.ai/v1/responses"
+
+
+def test_only_a_catalog_providers_own_host_serves_responses_natively() -> None:
+    from models.providers import speaks_responses
+
+    assert speaks_responses(openai, None) and speaks_responses(openai, "https://api.openai.com/v1")
+    assert speaks_responses(CATALOG["xai"], None)
+    assert not speaks_responses(openai, "https://api.deepseek.com/v1")  # openai/ prefix, another server
+    assert not speaks_responses(CATALOG["deepseek"], None) and not speaks_responses(anthropic, None)

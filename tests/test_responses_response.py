@@ -78,7 +78,7 @@ def normalise(resp: dict[str, Any]) -> dict[str, Any]:
     assert len(set(ids)) == len(ids)
     output = []
     for item in resp["output"]:
-        assert re.fullmatch(_PREFIXES[item["type"]] + "[0-9a-f]{32}", item["id"])
+        assert re.fullmatch(_PREFIXES[item["type"]] + "jx[0-9a-f]{30}", item["id"])
         output.append({**item, "id": f"<{item['type']}>"})
     return {**resp, "output": output, "completed_at": 0 if resp["completed_at"] is not None else None}
 
@@ -155,7 +155,7 @@ def test_tool_call_ids_are_kept_verbatim_and_missing_ones_minted() -> None:
     ]}, finish="tool_calls")  # fmt: skip
     first, second = translate(body)["output"]
     assert first["call_id"] == "functions.Read:0"
-    assert re.fullmatch(r"call_[0-9a-f]{32}", second["call_id"])
+    assert re.fullmatch(r"call_jx[0-9a-f]{30}", second["call_id"])
 
 
 def test_object_arguments_become_a_json_string_and_empty_ones_an_empty_object() -> None:

@@ -477,7 +477,7 @@ def test_all_calls_on_index_zero_without_ids() -> None:
     output = output_of(events)
     assert [o["arguments"] for o in output] == ['{"path": "a"}', '{"path": "b"}']
     assert output[0]["call_id"] != output[1]["call_id"]
-    assert all(re.fullmatch(r"call_[0-9a-f]{32}", o["call_id"]) for o in output)
+    assert all(re.fullmatch(r"call_jx[0-9a-f]{30}", o["call_id"]) for o in output)
 
 
 def test_index_reused_by_a_new_call_before_the_first_completed_fails() -> None:
@@ -781,7 +781,7 @@ def test_start_is_sent_once_and_ids_default() -> None:
     first = decode(stream.start())
     assert stream.start() == []
     response_id = first[0]["response"]["id"]
-    assert re.fullmatch(r"resp_[0-9a-f]{32}", response_id) and stream.response_id == response_id
+    assert re.fullmatch(r"resp_jx[0-9a-f]{30}", response_id) and stream.response_id == response_id
     assert isinstance(first[0]["response"]["created_at"], int)
     events = first + decode(stream.feed(chunk({"content": "x"}, "stop")) + stream.finish())
     check_grammar(events)

@@ -9,8 +9,12 @@ It sits between translation and the upstream call, so it works in the upstream's
 * after `ping_interval` seconds without an event a ping goes out (`PING_KEY`), so idle
   connections and proxies stay open during long reasoning or queueing;
 * a stream that dies, sends garbage, or ends without its terminator (`message_stop` / `error`
-  for Anthropic, `[DONE]` or a finish_reason for OpenAI) ends with an error frame
-  (`ERROR_KEY` carries status and message for translation), never a fake successful ending.
+  for Anthropic, `[DONE]` or a finish_reason for OpenAI, a terminal `response.*` event for a
+  native Responses upstream) ends with an error frame (`ERROR_KEY` carries status and message
+  for translation), never a fake successful ending.
+
+A native Responses stream is followed by `ResponsesRelay`, which writes its pings (keepalive data
+events) and its failure events in the stream's own numbering.
 
 For same-protocol traffic the frames it emits go to the client as they are.
 """
@@ -30,7 +34,8 @@ from gateway.lifecycle import Lifecycle
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
 from models.usage import delta_chars, usage_of
-from models.translate.errors import stream_error_frame
+from models.translate.errors import responses_error_code, stream_error_frame
+from models.translate.responses_relay import ResponsesRelay
 
 EVENTS_KEY = "junction.events"
 PING_KEY = "junction.ping"
@@ -104,6 +109,7 @@ class StreamGuard:
         self.call = call
         self.gauge = gauge  # counts this stream while it is being relayed
         self.api = ApiStyle.OPENAI  # set at response start: failover may change the model
+        self.relay: ResponsesRelay | None = None  # a native Responses stream's state
         self._send = send
         self.ping_interval = ping_interval
         self.streaming = False
@@ -118,9 +124,12 @@ class StreamGuard:
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             assert self.call.provider is not None
-            self.api = self.call.provider.api
+            self.api = self.call.upstream_api
             content_type = next((v for k, v in message.get("headers", []) if k == b"content-type"), b"")
             self.streaming = message["status"] == 200 and content_type.startswith(b"text/event-stream")
+            if self.streaming and self.api is ApiStyle.RESPONSES:
+                # Also the boundary's: a failure it reports after the headers continues this stream.
+                self.relay = self.call.responses_stream = ResponsesRelay(self.call.requested_model or self.call.provider.model)
             await self._send(message)
             if self.streaming:
                 if self.gauge is not None:
@@ -161,8 +170,9 @@ class StreamGuard:
         """Track the terminator; False when an event is not valid JSON."""
         for event in events:
             data = event.data.strip()
-            if self.api is ApiStyle.OPENAI and data == "[DONE]":
-                self.terminated = True
+            if data == "[DONE]" and self.api is not ApiStyle.ANTHROPIC:
+                # Chat's terminator; Responses streams end with a terminal event, not with this.
+                self.terminated = self.terminated or self.api is ApiStyle.OPENAI
                 continue
             try:
                 payload = orjson.loads(data)
@@ -170,7 +180,10 @@ class StreamGuard:
                 return False
             self.call.add_usage(usage_of(self.api, payload))
             self.call.streamed_chars += delta_chars(self.api, payload)
-            if self.api is ApiStyle.ANTHROPIC:
+            if self.relay is not None:
+                self.relay.see(payload)
+                self.terminated = self.relay.done
+            elif self.api is ApiStyle.ANTHROPIC:
                 if event.event in ("message_stop", "error"):
                     self.terminated = True
             elif isinstance(payload, dict):
@@ -185,7 +198,10 @@ class StreamGuard:
         if self.ended:
             return
         self.ended = True
-        frame = stream_error_frame(self.api, status, message)
+        if self.relay is not None:
+            frame = b"".join(self.relay.fail(responses_error_code(status, message), message))
+        else:
+            frame = stream_error_frame(self.api, status, message)
         await self._send({"type": "http.response.body", "body": frame, "more_body": False,
                           ERROR_KEY: (status, message)})  # fmt: skip
 
@@ -198,7 +214,8 @@ class StreamGuard:
                     continue
                 self.last_out = time.monotonic()
                 if not self.pending:  # never inside a half-received event
-                    await self._send({"type": "http.response.body", "body": _PINGS[self.api], "more_body": True,
+                    ping = self.relay.keepalive() if self.relay is not None else _PINGS[self.api]
+                    await self._send({"type": "http.response.body", "body": ping, "more_body": True,
                                       PING_KEY: True})  # fmt: skip
 
     def close(self) -> None:

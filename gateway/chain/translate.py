@@ -34,7 +34,7 @@ from models.tokens import count_anthropic_tokens, count_responses_tokens
 from models.translate import request as treq
 from models.translate import response as tresp
 from models.translate.errors import UpstreamResponseError, error_body, map_upstream_error, responses_error_code
-from models.translate.responses_request import ResponsesInputError, responses_to_chat
+from models.translate.responses_request import ResponsesInputError, responses_passthrough, responses_to_chat
 from models.translate.responses_response import chat_to_responses, new_response_id
 from models.translate.responses_stream import ChatToResponsesStream
 from models.translate.responses_tools import ToolTable
@@ -65,6 +65,8 @@ def upstream_request(call: Call) -> dict[str, Any]:
     """The request body in the upstream's protocol (pure, but for the Responses tool table it keeps)."""
     provider, body = call.provider, call.body
     assert provider is not None and body is not None
+    if call.upstream_api is ApiStyle.RESPONSES:
+        return responses_passthrough(body, provider.model_id, CLIENT_OVERRIDES)
     target = treq.Target(provider.model_id, provider.prefix, provider.quirks)
     if call.responses:
         # Responses -> Chat Completions, and on to Messages through the existing translator: one
@@ -144,7 +146,9 @@ class ClientResponse:
         if self.inner is None:
             call = self.call
             assert call.provider is not None
-            if call.responses:
+            if call.upstream_api is ApiStyle.RESPONSES:
+                self.inner = NativeResponses(call, self._send, self.responses)
+            elif call.responses:
                 self.inner = ResponsesAnswer(call, self._send, self.responses, self.ping_interval)
             elif call.provider.api is call.protocol:
                 self.inner = SameProtocol(call, self._send)
@@ -400,7 +404,7 @@ class ResponsesAnswer(_Converting):
         if out or not more:
             await self._send({"type": "http.response.body", "body": b"".join(out), "more_body": more and not stream.done})
         if stream.final is not None and not more:
-            await self._keep(stream.final)
+            await keep_response(self.responses, self.call, stream.final)
 
     async def _convert(self, upstream: dict[str, Any]) -> dict[str, Any]:
         call = self.call
@@ -408,13 +412,48 @@ class ResponsesAnswer(_Converting):
         if call.provider.api is ApiStyle.ANTHROPIC:
             upstream = tresp.anthropic_to_openai(upstream, client_model=self._model())
         answer = chat_to_responses(upstream, call.body, self._tools(), new_response_id(), int(time.time()), self._model())
-        await self._keep(answer)
+        await keep_response(self.responses, call, answer)
         return answer
 
-    async def _keep(self, response: dict[str, Any]) -> None:
-        """Store the conversation this response ends, unless the client said `store: false`."""
-        body = self.call.body or {}
-        if self.responses is None or body.get("store") is False or response.get("status") == "failed":
+
+class NativeResponses(SameProtocol):
+    """A native Responses upstream's answer: relayed unchanged when it succeeds (the repair layer
+    follows the stream and adds keepalives and failure events in its numbering), re-expressed by the
+    one error mapper when it fails, and kept for `previous_response_id` like a translated answer, so a
+    conversation may move between upstream paths."""
+
+    def __init__(self, call: Call, send: Any, responses: ResponseStore | None) -> None:
+        super().__init__(call, send)
+        self.responses = responses
+        self.body: list[bytes] = []  # a buffered answer, to keep once whole
+
+    async def _relay(self, message: dict[str, Any]) -> None:
+        await self._send(message)
+        if message.get("more_body", False):
+            if not self.call.stream:
+                self.body.append(message.get("body", b""))
             return
-        await self.responses.put(str(response["id"]), input_items(body.get("input")) + list(response.get("output") or []),
-                                 response=response)  # fmt: skip
+        if self.call.stream:
+            final = getattr(self.call.responses_stream, "final", None)
+        else:
+            raw = b"".join(self.body) + message.get("body", b"")
+            final = await offload(self.call, lambda: _json_object(raw))
+        if isinstance(final, dict) and isinstance(final.get("id"), str):
+            await keep_response(self.responses, self.call, final)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def keep_response(store: ResponseStore | None, call: Call, response: dict[str, Any]) -> None:
+    """Store the conversation a response ends, unless the client said `store: false`."""
+    body = call.body or {}
+    if store is None or body.get("store") is False or response.get("status") in ("failed", "queued", "in_progress"):
+        return
+    await store.put(str(response["id"]), input_items(body.get("input")) + list(response.get("output") or []),
+                    response=response)  # fmt: skip

@@ -35,6 +35,9 @@ The mapping:
   `max_tool_calls` and any unknown field (the body is built from scratch).
 * Refused: `background: true`, `conversation`, `prompt` (no equivalent on a translated upstream).
 
+`responses_passthrough` is the request for an upstream that serves the Responses API itself: the body
+as the client sent it, but for the model and what only this gateway can read.
+
 Nothing here does I/O; the input body is never mutated.
 """
 
@@ -61,6 +64,7 @@ from models.translate.request import (
     _reasoning_controls,
     _short_id,
 )
+from models.translate.responses_response import is_gateway_id
 from models.translate.responses_tools import CUSTOM_INPUT, ToolSpec, ToolTable
 from models.translate.thinking import REASONING_PREFIX, open_reasoning
 from models.validate import _is_int, _kind
@@ -130,6 +134,32 @@ def responses_to_chat(body: Json, target: Target) -> tuple[Json, ToolTable]:
     for name in quirks.drop_fields:
         out.pop(name, None)
     return out, table
+
+
+def responses_passthrough(body: Json, model_id: str, drop: frozenset[str] = frozenset()) -> Json:
+    """The Responses request for a native Responses upstream: every field as sent (hosted tools,
+    `include`, `store`...), `model` set to the upstream's id, the `drop` fields removed; reasoning
+    items this gateway sealed are dropped (another provider's reasoning, unreadable there) and the
+    ids it minted for items of translated answers are removed (such an upstream refuses ids it never
+    issued)."""
+    out = {k: v for k, v in body.items() if k not in drop}
+    out["model"] = model_id
+    items = body.get("input")
+    if not isinstance(items, list):
+        return out
+    kept: list[Any] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            kept.append(item)
+            continue
+        content = item.get("encrypted_content")
+        gateway_made = is_gateway_id(item.get("id"))
+        if item.get("type") == "reasoning" and (gateway_made or (isinstance(content, str) and content.startswith(REASONING_PREFIX))):
+            _log.debug("responses: input[%d]: reasoning from a translated answer dropped for a native upstream", index)
+            continue
+        kept.append({k: v for k, v in item.items() if k != "id"} if gateway_made else item)
+    out["input"] = kept
+    return out
 
 
 def _refuse_unsupported(body: Json) -> None:

@@ -41,9 +41,23 @@ INCOMPLETE_REASONS: dict[str, str] = {
 # -- ids -------------------------------------------------------------------------------------
 
 
+# Ids the gateway mints carry this mark after their prefix (`msg_jx...`), so that an item replayed
+# from a translated answer can be told from one a native Responses upstream issued: such an upstream
+# looks ids up and refuses ones it never made.
+GATEWAY_ID_MARK = "jx"
+
+
 def _token(prefix: str) -> str:
     # Unique per object: clients key history and `previous_response_id` on these.
-    return prefix + secrets.token_hex(16)
+    return prefix + GATEWAY_ID_MARK + secrets.token_hex(15)
+
+
+def is_gateway_id(value: object) -> bool:
+    """Whether an item id was minted by this gateway (`_token`)."""
+    if not isinstance(value, str):
+        return False
+    prefix, sep, rest = value.partition("_")
+    return bool(prefix and sep) and rest.startswith(GATEWAY_ID_MARK)
 
 
 def new_response_id() -> str:
@@ -150,6 +164,22 @@ def finished_response(
         "output": output,
         "usage": usage,
     }
+
+
+# Nested error `type` for the codes a failed stream carries; anything else is a server error.
+_ERROR_TYPES: dict[str, str] = {
+    "context_length_exceeded": "invalid_request_error",
+    "invalid_prompt": "invalid_request_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "insufficient_quota": "insufficient_quota",
+}
+
+
+def error_event_fields(code: str, message: str) -> dict[str, Any]:
+    """The fields of a stream's `error` event: flat for the SDK's event type, nested as OpenAI sends
+    them (the SDK raises on the nested object)."""
+    error = {"type": _ERROR_TYPES.get(code, "server_error"), "code": code, "message": message, "param": None}
+    return {"code": code, "message": message, "param": None, "error": error}
 
 
 def failed_response(

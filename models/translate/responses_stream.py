@@ -38,6 +38,7 @@ from models.translate.responses_response import (
     call_item,
     call_item_id,
     custom_input,
+    error_event_fields,
     failed_response,
     finished_response,
     function_arguments,
@@ -54,15 +55,6 @@ from models.translate.responses_response import (
 )
 from models.translate.fragments import Assembly, Pending
 from models.translate.responses_tools import ToolSpec, ToolTable
-
-# Nested error `type` for the codes a failed stream carries; anything else is a server error.
-_ERROR_TYPES: dict[str, str] = {
-    "context_length_exceeded": "invalid_request_error",
-    "invalid_prompt": "invalid_request_error",
-    "rate_limit_exceeded": "rate_limit_error",
-    "insufficient_quota": "insufficient_quota",
-}
-
 
 @dataclass(eq=False, slots=True)
 class _Item(Pending):
@@ -188,9 +180,7 @@ class ChatToResponsesStream:
             return []
         out = self.start()
         self._done = True
-        # Nested `error` as OpenAI sends it (the SDK raises on it); flat fields for the SDK's event type.
-        error = {"type": _ERROR_TYPES.get(code, "server_error"), "code": code, "message": message, "param": None}
-        out.append(self._event("error", code=code, message=message, param=None, error=error))
+        out.append(self._event("error", **error_event_fields(code, message)))
         response = failed_response(self._skeleton, self._output, code, message, self.usage)
         return out + [self._event("response.failed", response=response)]
 
