@@ -115,8 +115,8 @@ def test_reasoning_comes_first_with_sealed_text() -> None:
     resp = translate(chat({"reasoning_content": "The user greets.", "content": "Hello"}))
     reasoning = "The user greets."
     assert resp["output"] == [
-        {"id": "<reasoning>", "type": "reasoning", "summary": [],
-         "content": [{"type": "reasoning_text", "text": reasoning}], "encrypted_content": seal_reasoning(reasoning)},
+        {"id": "<reasoning>", "type": "reasoning", "summary": [{"type": "summary_text", "text": reasoning}],
+         "encrypted_content": seal_reasoning(reasoning)},
         msg("Hello"),
     ]  # fmt: skip
     assert open_reasoning(resp["output"][0]["encrypted_content"]) == reasoning

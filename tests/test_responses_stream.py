@@ -117,7 +117,8 @@ def run(chunks: Iterable[dict[str, Any] | str], request: dict[str, Any] = REQUES
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 _ITEM_PATTERNS = {
     "message": r"(content_part\.added (output_text\.delta )*output_text\.done content_part\.done )+",
-    "reasoning": r"(content_part\.added (reasoning_text\.delta )*reasoning_text\.done content_part\.done )*",
+    "reasoning": r"(reasoning_summary_part\.added (reasoning_summary_text\.delta )*reasoning_summary_text\.done "
+                 r"reasoning_summary_part\.done )*",
     "function_call": r"(function_call_arguments\.delta )*function_call_arguments\.done ",
     "custom_tool_call": r"(custom_tool_call_input\.delta )*custom_tool_call_input\.done ",
 }
@@ -200,8 +201,10 @@ def _check_item(added: dict[str, Any], inner: list[dict[str, Any]], final: dict[
     types = "".join(e["type"].removeprefix("response.") + " " for e in inner)
     assert re.fullmatch(_ITEM_PATTERNS[kind], types), f"{kind}: {types}"
     assert final["id"] == added["id"] and final["type"] == kind
-    if kind in ("message", "reasoning"):
-        _check_parts(kind, inner, final)
+    if kind == "message":
+        _check_parts(inner, final)
+    elif kind == "reasoning":
+        _check_summary(inner, final)
     elif kind == "function_call":
         arguments = "".join(e["delta"] for e in inner[:-1])
         assert inner[-1]["arguments"] == arguments and inner[-1]["name"] == added["name"]
@@ -214,15 +217,34 @@ def _check_item(added: dict[str, Any], inner: list[dict[str, Any]], final: dict[
         assert all(final.get(k) == added.get(k) for k in ("call_id", "name", "namespace"))
 
 
-def _check_parts(kind: str, inner: list[dict[str, Any]], final: dict[str, Any]) -> None:
+def _check_summary(inner: list[dict[str, Any]], final: dict[str, Any]) -> None:
+    """reasoning_summary_part.added (empty) -> deltas -> text done -> part done, per summary_index; the done
+    item's summary is what was streamed, and its sealed token holds the same text."""
+    texts: list[str] = []
+    for e in inner:
+        if e["type"] == "response.reasoning_summary_part.added":
+            assert e["summary_index"] == len(texts) and e["part"] == {"type": "summary_text", "text": ""}
+            texts.append("")
+            continue
+        assert e["summary_index"] == len(texts) - 1
+        if e["type"].endswith(".delta"):
+            texts[-1] += e["delta"]
+        elif e["type"].endswith("text.done"):
+            assert e["text"] == texts[-1]
+        else:  # reasoning_summary_part.done
+            assert e["part"] == {"type": "summary_text", "text": texts[-1]}
+    assert final["summary"] == [{"type": "summary_text", "text": t} for t in texts] and "content" not in final
+    assert final["encrypted_content"] == seal_reasoning("".join(texts))
+
+
+def _check_parts(inner: list[dict[str, Any]], final: dict[str, Any]) -> None:
     """content_part.added (empty) -> deltas -> text done -> content_part.done, per content_index."""
-    part_type = "output_text" if kind == "message" else "reasoning_text"
+    part_type = "output_text"
     texts: list[str] = []
     for e in inner:
         if e["type"] == "response.content_part.added":
             assert e["content_index"] == len(texts) and e["part"]["type"] == part_type and e["part"]["text"] == ""
-            if kind == "message":
-                assert e["part"]["annotations"] == []
+            assert e["part"]["annotations"] == []
             texts.append("")
             continue
         assert e["content_index"] == len(texts) - 1
@@ -235,11 +257,8 @@ def _check_parts(kind: str, inner: list[dict[str, Any]], final: dict[str, Any]) 
         if e["type"] in ("response.output_text.delta", "response.output_text.done"):
             assert e["logprobs"] == [], "logprobs: [] on output_text delta/done"
     assert [p["text"] for p in final["content"]] == texts and all(p["type"] == part_type for p in final["content"])
-    if kind == "message":
-        assert final["role"] == "assistant" and final["status"] in ("completed", "incomplete")
-        assert all(p["annotations"] == [] for p in final["content"])
-    else:
-        assert final["summary"] == [] and final["encrypted_content"] == seal_reasoning("".join(texts))
+    assert final["role"] == "assistant" and final["status"] in ("completed", "incomplete")
+    assert all(p["annotations"] == [] for p in final["content"])
 
 
 def _check_outcome(kind: str, response: dict[str, Any]) -> None:
@@ -373,15 +392,15 @@ def test_reasoning_then_text() -> None:
                   chunk({"content": "Hello"}), chunk({}, "stop"), usage_chunk()])  # fmt: skip
     assert types_of(events) == [
         "created", "in_progress",
-        "output_item.added", "content_part.added", "reasoning_text.delta", "reasoning_text.delta",
-        "reasoning_text.done", "content_part.done", "output_item.done",
+        "output_item.added", "reasoning_summary_part.added", "reasoning_summary_text.delta",
+        "reasoning_summary_text.delta", "reasoning_summary_text.done", "reasoning_summary_part.done", "output_item.done",
         "output_item.added", "content_part.added", "output_text.delta", "output_text.done", "content_part.done",
         "output_item.done", "completed",
     ]  # fmt: skip
     assert events[2]["item"] == {"id": events[2]["item"]["id"], "type": "reasoning", "summary": []}
-    assert events[3]["part"] == {"type": "reasoning_text", "text": ""}
+    assert events[3]["part"] == {"type": "summary_text", "text": ""} and events[3]["summary_index"] == 0
     reasoning, message = output_of(events)
-    assert reasoning["content"] == [{"type": "reasoning_text", "text": "The user greets."}]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "The user greets."}]
     assert open_reasoning(reasoning["encrypted_content"]) == "The user greets."
     assert message["content"][0]["text"] == "Hello"
     assert events[-1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 12
@@ -898,7 +917,9 @@ def _edit(kind: str, change: Any) -> Any:
     [
         _drop("response.created"),
         _drop("response.output_item.done", 1),  # an item never done
-        _drop("response.content_part.added", 1),  # delta before its part
+        _drop("response.content_part.added"),  # delta before its part
+        _drop("response.reasoning_summary_part.added"),  # summary delta before its part
+        _edit("response.reasoning_summary_text.delta", lambda e: e.update(delta="X")),  # summary no longer matches
         _drop("response.output_item.added", 2),  # deltas before their item
         _swap("response.output_item.done", "response.output_item.added"),  # interleaved: index 1 added before 0 done
         _edit("response.output_text.delta", lambda e: e.update(sequence_number=99)),

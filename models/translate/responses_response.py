@@ -230,14 +230,18 @@ def responses_usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
 # -- output items ----------------------------------------------------------------------------
 
 
+def summary_part(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
+
+
 def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    """A finished reasoning item. `summary` is always present (Codex drops reasoning items without
-    it); the text is sealed so the gateway can restore it on the next turn."""
+    """A finished reasoning item: the upstream's reasoning as its summary (what Codex shows; Codex
+    drops reasoning items without `summary`), and sealed so the gateway can restore it on the next
+    turn."""
     return {
         "id": item_id,
         "type": "reasoning",
-        "summary": [],
-        "content": [{"type": "reasoning_text", "text": text}],
+        "summary": [summary_part(text)],
         "encrypted_content": seal_reasoning(text),
     }
 

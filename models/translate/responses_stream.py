@@ -51,6 +51,7 @@ from models.translate.responses_response import (
     output_text_part,
     reasoning_item,
     response_skeleton,
+    summary_part,
     responses_usage,
 )
 from models.translate.fragments import Assembly, Pending
@@ -232,7 +233,10 @@ class ChatToResponsesStream:
         if item.kind == "reasoning":
             item.item_id = new_reasoning_item_id()
             added = {"id": item.item_id, "type": "reasoning", "summary": []}
-            part = {"type": "reasoning_text", "text": ""}
+            # The upstream's reasoning goes out as the item's summary: Codex shows summaries (raw
+            # reasoning text only with show_raw_agent_reasoning).
+            return [self._item_event("response.output_item.added", item, item=added),
+                    self._summary_event("response.reasoning_summary_part.added", item, part=summary_part(""))]  # fmt: skip
         elif item.kind == "message":
             item.item_id = new_message_item_id()
             added = {"id": item.item_id, "type": "message", "role": "assistant", "status": "in_progress",
@@ -263,7 +267,7 @@ class ChatToResponsesStream:
         if not text:
             return []
         if item.kind == "reasoning":
-            return [self._part_event("response.reasoning_text.delta", item, delta=text)]
+            return [self._summary_event("response.reasoning_summary_text.delta", item, delta=text)]
         if item.kind == "message":
             return [self._part_event("response.output_text.delta", item, delta=text, logprobs=[])]
         return [self._item_event("response.function_call_arguments.delta", item, delta=text)]
@@ -282,9 +286,8 @@ class ChatToResponsesStream:
         status = "incomplete" if truncated else "completed"
         if item.kind == "reasoning":
             text = item.text()
-            part = {"type": "reasoning_text", "text": text}
-            out = [self._part_event("response.reasoning_text.done", item, text=text),
-                   self._part_event("response.content_part.done", item, part=part)]  # fmt: skip
+            out = [self._summary_event("response.reasoning_summary_text.done", item, text=text),
+                   self._summary_event("response.reasoning_summary_part.done", item, part=summary_part(text))]  # fmt: skip
             done = reasoning_item(item.item_id, text)
         elif item.kind == "message":
             text = item.text()
@@ -331,6 +334,10 @@ class ChatToResponsesStream:
         if kind.startswith("response.output_item."):
             return self._event(kind, output_index=source.output_index, **fields)
         return self._event(kind, item_id=source.item_id, output_index=source.output_index, **fields)
+
+    def _summary_event(self, kind: str, source: _Item, /, **fields: Any) -> bytes:
+        # A reasoning item has a single summary part.
+        return self._event(kind, item_id=source.item_id, output_index=source.output_index, summary_index=0, **fields)
 
     def _part_event(self, kind: str, source: _Item, /, **fields: Any) -> bytes:
         # Every item here has a single content part.
