@@ -995,6 +995,7 @@ def test_anthropic_stream_to_openai_client_exact_chunks(gw: Gateway, up: Upstrea
         och({"role": "assistant", "content": ""}),
         och({"reasoning_content": "Let me"}),
         och({"reasoning_content": " look."}),
+        och({"reasoning_signature": "EqQBCkYIBxgCKkD"}),  # the thinking block's own signature, for the way back
         och({"content": "Reading."}),
         och({"tool_calls": [head(0, "toolu_01A")]}),
         och({"tool_calls": [args[0]]}),

@@ -28,6 +28,17 @@ llm_providers:
     base_url: {mock}
     provider_interface: anthropic
     access_key: $TEST_UPSTREAM_SECRET
+  - model: mock/claude-limited
+    base_url: {mock}
+    provider_interface: anthropic
+    access_key: $TEST_UPSTREAM_SECRET
+    headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
+  - model: mock/claude-overloaded
+    base_url: {mock}
+    provider_interface: anthropic
+    access_key: $TEST_UPSTREAM_SECRET
+    headers: {{x-mock-status: "529"}}
+    fallbacks: [claude-mock]
   - model: mock/rate-limited
     base_url: {mock}/v1
     access_key: $TEST_UPSTREAM_SECRET
@@ -310,14 +321,17 @@ def test_tools_through_an_anthropic_upstream(gateway: str, mock: str, upstream: 
         ({"type": "text", "text": ""}, [{"type": "text_delta", "text": "Running it."}]),
         ({"type": "tool_use", "id": "toolu_1", "name": "exec_command", "input": {}},
          [{"type": "input_json_delta", "partial_json": '{"cmd": '}, {"type": "input_json_delta", "partial_json": '"ls"}'}]),
+        ({"type": "tool_use", "id": "toolu_3", "name": "exec_command", "input": {}},
+         [{"type": "input_json_delta", "partial_json": '{"cmd": "pwd"}'}]),
         ({"type": "tool_use", "id": "toolu_2", "name": "apply_patch", "input": {}},
          [{"type": "input_json_delta", "partial_json": json.dumps({"input": patch})}]),
         stop="tool_use"))  # fmt: skip
     with client(gateway).responses.stream(model="claude-mock", input="go", tools=[EXEC, APPLY_PATCH]) as stream:
         final = stream.get_final_response()
-    assert [item.type for item in final.output] == ["message", "function_call", "custom_tool_call"]
+    assert [item.type for item in final.output] == ["message", "function_call", "function_call", "custom_tool_call"]
     assert final.output_text == "Running it." and json.loads(final.output[1].arguments) == {"cmd": "ls"}
-    assert final.output[2].input == patch and final.output[1].call_id == "toolu_1"
+    assert json.loads(final.output[2].arguments) == {"cmd": "pwd"} and final.output[2].call_id == "toolu_3"
+    assert final.output[3].input == patch and final.output[1].call_id == "toolu_1"
     sent = upstream()[-1]
     assert [t["name"] for t in sent["tools"]] == ["exec_command", "apply_patch"]  # Messages tools
     assert sent["tools"][1]["input_schema"]["required"] == ["input"]
@@ -369,3 +383,69 @@ def test_keepalive_flows_while_a_custom_tool_input_is_held(gateway: str, mock: s
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     done = next(e for e in events if e["type"] == "response.output_item.done")
     assert done["item"]["type"] == "custom_tool_call" and done["item"]["input"] == raw_patch
+
+
+def test_anthropic_thinking_round_trip_keeps_its_signature(gateway: str, mock: str, upstream: Any) -> None:
+    # Anthropic requires a tool-use turn's thinking block, with its own signature, when thinking stays on.
+    script_streams(mock, "claude-mock", messages(
+        ({"type": "thinking", "thinking": "", "signature": ""},
+         [{"type": "thinking_delta", "thinking": "Plan: list "}, {"type": "thinking_delta", "thinking": "the files."},
+          {"type": "signature_delta", "signature": "EqSIG-anthropic-123"}]),
+        ({"type": "tool_use", "id": "toolu_9", "name": "exec_command", "input": {}},
+         [{"type": "input_json_delta", "partial_json": '{"cmd": "ls"}'}]),
+        stop="tool_use"))  # fmt: skip
+    sdk = client(gateway)
+    with sdk.responses.stream(model="claude-mock", input="go", tools=[EXEC], reasoning={"effort": "high"}) as stream:
+        first = stream.get_final_response()
+    assert [item.type for item in first.output] == ["reasoning", "function_call"]
+    assert first.output[0].summary[0].text == "Plan: list the files."  # type: ignore[union-attr]
+    assert "EqSIG" not in (first.output[0].encrypted_content or "")  # type: ignore[union-attr]
+    history = [{"role": "user", "content": "go"}, *[item.model_dump(exclude_none=True) for item in first.output],
+               {"type": "function_call_output", "call_id": "toolu_9", "output": "a.txt"}]  # fmt: skip
+    sdk.responses.create(model="claude-mock", input=history, tools=[EXEC], reasoning={"effort": "high"})  # type: ignore[arg-type]
+    opening, continued = upstream()
+    assert opening["thinking"]["type"] == "enabled" and continued["thinking"]["type"] == "enabled"
+    assistant = next(m for m in continued["messages"] if m["role"] == "assistant")
+    assert assistant["content"][0] == {"type": "thinking", "thinking": "Plan: list the files.",
+                                       "signature": "EqSIG-anthropic-123"}  # fmt: skip
+    assert assistant["content"][1]["type"] == "tool_use" and assistant["content"][1]["id"] == "toolu_9"
+
+
+def test_anthropic_upstream_usage_limits_failover_and_overflow(gateway: str, mock: str, upstream: Any) -> None:
+    sdk = client(gateway)
+    script_streams(mock, "claude-mock", messages(({"type": "text", "text": ""}, [{"type": "text_delta", "text": "hi"}]),
+                                                 stop="end_turn"))  # fmt: skip
+    with sdk.responses.stream(model="claude-mock", input="hello") as stream:
+        usage = stream.get_final_response().usage
+    assert usage is not None and (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (120, 6, 126)
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.responses.create(model="claude-limited", input="hi")
+    assert limited.value.response.headers.get("retry-after") == "3"
+    answer = sdk.responses.create(model="claude-overloaded", input="hi")  # 529, then its fallback
+    assert answer.status == "completed" and [b["model"] for b in upstream()[-2:]] == ["claude-overloaded", "claude-mock"]
+    overflow = {"type": "error", "error": {"type": "invalid_request_error",
+                                           "message": "prompt is too long: 210000 tokens > 200000 maximum"}}  # fmt: skip
+    httpx.post(f"{mock}/_mock/script", json={"responses": [{"match_model": "claude-mock", "status": 400,
+               "headers": {"content-type": "application/json"}, "chunks": [json.dumps(overflow)]}]}).raise_for_status()  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="claude-mock", input="a very long prompt")
+    assert refused.value.code == "context_length_exceeded"
+
+
+def test_anthropic_upstream_keepalive_gzip_and_split_utf8(gateway: str, mock: str) -> None:
+    slow = messages(({"type": "text", "text": ""}, [{"type": "text_delta", "text": "slow "},
+                                                    {"type": "text_delta", "text": "answer"}]), stop="end_turn")  # fmt: skip
+    script_streams(mock, "claude-mock", slow, gap_ms=500)
+    events = raw_stream(gateway, {"model": "claude-mock", "input": "take your time"})
+    assert [e["type"] for e in events].count("keepalive") >= 3 and events[-1]["type"] == "response.completed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "naïve café ✓ 思考"
+    raw = "".join(messages(({"type": "text", "text": ""}, [{"type": "text_delta", "text": text}]), stop="end_turn")).encode()
+    cut = raw.index("✓".encode()) + 1
+    script_streams(mock, "claude-mock", [raw[:cut].decode("latin-1"), raw[cut:].decode("latin-1")], encoding="latin1")
+    events = raw_stream(gateway, {"model": "claude-mock", "input": "unicode please"})
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == text
+    script_streams(mock, "claude-mock", messages(({"type": "text", "text": ""}, [{"type": "text_delta", "text": "packed"}]),
+                                                 stop="end_turn"), gzip=True)  # fmt: skip
+    with client(gateway).responses.stream(model="claude-mock", input="compressed") as stream:
+        assert stream.get_final_response().output_text == "packed"

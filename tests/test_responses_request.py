@@ -1107,3 +1107,29 @@ def test_any_history_gives_a_valid_chat_request(items: list[dict[str, Any]], tar
     out = chat({"input": items, "tools": [{"type": "custom", "name": "apply_patch"}, FUNCTION]}, target)
     if target.quirks.replay_reasoning:
         assert all(m.get("reasoning_content") for m in out["messages"] if m.get("tool_calls"))
+
+
+def test_anthropic_thinking_comes_back_signed_and_keeps_thinking_on() -> None:
+    from models.providers import NO_QUIRKS
+    from models.translate.request import openai_to_anthropic
+    from models.translate.thinking import open_reasoning
+
+    signed = seal_reasoning("Plan it.", "EqSIG")
+    assert open_reasoning(signed) == ("Plan it.", "EqSIG") and open_reasoning(seal_reasoning("x")) == ("x", None)
+    assert open_reasoning(signed[:-3] + "AAA") is None  # altered: refused like an unsigned token
+    claude = Target("claude-sonnet-4-5", "anthropic", NO_QUIRKS)
+    body = {"model": "c", "reasoning": {"effort": "high"}, "input": [
+        {"role": "user", "content": "go"},
+        {"type": "reasoning", "summary": [], "encrypted_content": signed},
+        {"type": "reasoning", "summary": [], "encrypted_content": seal_reasoning("unsigned")},  # Anthropic would refuse it
+        {"type": "function_call", "call_id": "toolu_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "ok"}]}  # fmt: skip
+    chat, _ = responses_to_chat(body, claude, anthropic=True)
+    assistant = chat["messages"][1]
+    assert assistant["thinking_blocks"] == [{"type": "thinking", "thinking": "Plan it.", "signature": "EqSIG"}]
+    assert chat["reasoning_effort"] == "high" and "reasoning_content" not in assistant
+    messages = openai_to_anthropic(chat, claude)
+    assert messages["thinking"]["type"] == "enabled"
+    assert messages["messages"][1]["content"][0] == {"type": "thinking", "thinking": "Plan it.", "signature": "EqSIG"}
+    deepseek, _ = responses_to_chat(body, DEEPSEEK_CHAT)  # a Chat upstream never sees signatures
+    assert "thinking_blocks" not in deepseek["messages"][1] and "reasoning_effort" not in json.dumps(deepseek["messages"])

@@ -119,7 +119,7 @@ def test_reasoning_comes_first_with_sealed_text() -> None:
          "encrypted_content": seal_reasoning(reasoning)},
         msg("Hello"),
     ]  # fmt: skip
-    assert open_reasoning(resp["output"][0]["encrypted_content"]) == reasoning
+    assert open_reasoning(resp["output"][0]["encrypted_content"]) == (reasoning, None)
 
 
 def test_vllm_reasoning_field_is_read_too() -> None:

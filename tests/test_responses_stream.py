@@ -28,7 +28,7 @@ from models.translate.responses_response import chat_to_responses
 from models.translate.responses_stream import ChatToResponsesStream
 from models.translate.responses_tools import ToolSpec, ToolTable
 from tests.test_translate_stream import tool  # one Chat tool-call fragment builder
-from models.translate.thinking import open_reasoning, seal_reasoning
+from models.translate.thinking import open_reasoning
 
 RESPONSE_ID = "resp_stream"
 CREATED = 1_760_000_000
@@ -234,7 +234,8 @@ def _check_summary(inner: list[dict[str, Any]], final: dict[str, Any]) -> None:
         else:  # reasoning_summary_part.done
             assert e["part"] == {"type": "summary_text", "text": texts[-1]}
     assert final["summary"] == [{"type": "summary_text", "text": t} for t in texts] and "content" not in final
-    assert final["encrypted_content"] == seal_reasoning("".join(texts))
+    sealed = open_reasoning(final["encrypted_content"])
+    assert sealed is not None and sealed[0] == "".join(texts)
 
 
 def _check_parts(inner: list[dict[str, Any]], final: dict[str, Any]) -> None:
@@ -401,7 +402,7 @@ def test_reasoning_then_text() -> None:
     assert events[3]["part"] == {"type": "summary_text", "text": ""} and events[3]["summary_index"] == 0
     reasoning, message = output_of(events)
     assert reasoning["summary"] == [{"type": "summary_text", "text": "The user greets."}]
-    assert open_reasoning(reasoning["encrypted_content"]) == "The user greets."
+    assert open_reasoning(reasoning["encrypted_content"]) == ("The user greets.", None)
     assert message["content"][0]["text"] == "Hello"
     assert events[-1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 12
 
@@ -937,3 +938,13 @@ def test_the_grammar_checker_rejects_broken_streams(mutate: Any) -> None:
     check_grammar(events)
     with pytest.raises(AssertionError):
         check_grammar(mutate(events))
+
+
+def test_each_signed_thinking_block_is_its_own_reasoning_item() -> None:
+    events = run([chunk({"reasoning_content": "First."}), chunk({"reasoning_signature": "SIG1"}),
+                  chunk({"reasoning_content": "Second."}), chunk({"reasoning_signature": "SIG2"}),
+                  chunk({"content": "Done"}), chunk({}, "stop")])  # fmt: skip
+    first, second, message = output_of(events)
+    assert open_reasoning(first["encrypted_content"]) == ("First.", "SIG1")
+    assert open_reasoning(second["encrypted_content"]) == ("Second.", "SIG2")
+    assert message["content"][0]["text"] == "Done"

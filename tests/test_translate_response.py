@@ -251,6 +251,7 @@ def test_anthropic_thinking_text_tools_to_openai() -> None:
         "role": "assistant",
         "content": "Reading two files.",
         "reasoning_content": "Let me look.",
+        "reasoning_signature": "sig",  # Anthropic's signature of that one thinking block, for the way back
         "tool_calls": [
             {"id": "toolu_a", "type": "function", "function": {"name": "Read", "arguments": '{"file_path":"/a.py"}'}},
             {"id": "toolu_b", "type": "function", "function": {"name": "Read", "arguments": "{}"}},

@@ -754,6 +754,7 @@ def test_anthropic_thinking_and_tools_to_openai() -> None:
         ({"role": "assistant", "content": ""}, None),
         ("comment", "ping"),
         ({"reasoning_content": "Need files."}, None),
+        ({"reasoning_signature": "EqQB"}, None),  # the block's signature travels with it
         ({"content": "Reading."}, None),
         ({"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "Read", "arguments": ""}}]}, None),
         ({"tool_calls": [{"index": 0, "function": {"arguments": '{"file_path":'}}]}, None),

@@ -34,4 +34,4 @@ def messages(*blocks: tuple[dict[str, Any], list[dict[str, Any]]], stop: str) ->
     events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                                      "usage": {"output_tokens": 6}}))  # fmt: skip
     events.append(("message_stop", {"type": "message_stop"}))
-    return [f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events]
+    return [f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for name, data in events]

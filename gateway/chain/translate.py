@@ -72,7 +72,7 @@ def upstream_request(call: Call) -> dict[str, Any]:
         # Responses -> Chat Completions, and on to Messages through the existing translator: one
         # copy of each mapping. The tool table turns calls back into custom / namespaced tools.
         try:
-            chat, call.tool_table = responses_to_chat(body, target)
+            chat, call.tool_table = responses_to_chat(body, target, provider.api is ApiStyle.ANTHROPIC)
         except ResponsesInputError as exc:
             raise InvalidRequest(f"{exc.param}: {exc.message}", param=exc.param) from None
         return treq.openai_to_anthropic(chat, target) if provider.api is ApiStyle.ANTHROPIC else chat

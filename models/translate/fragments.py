@@ -26,6 +26,7 @@ class Pending:
     upstream_id: str | None = None  # a tool call's Chat id
     name: str | None = None  # a tool call's upstream function name
     late: bool = False  # argument data arrived after the block or item had to be closed
+    signature: str | None = None  # reasoning: the Anthropic signature of its thinking block (`reasoning_signature`)
     _checked: int = -1  # len(parts) at the last completeness check
     _complete: bool = False
 
@@ -147,6 +148,10 @@ class Assembly(Generic[P]):
         reasoning = reasoning_of(delta)
         if reasoning:
             self.append(self.reasoning, reasoning)
+        signature = delta.get("reasoning_signature")
+        last = self.items[-1] if self.items else None
+        if isinstance(signature, str) and signature and last is not None and last.kind == self.reasoning:
+            last.signature = signature  # it ends that thinking block: more reasoning is another one
         for key in ("content", "refusal"):  # a refusal reads as text to both clients
             value = delta.get(key)
             if isinstance(value, str) and value:
@@ -161,7 +166,7 @@ class Assembly(Generic[P]):
 
     def append(self, kind: str, text: str) -> None:
         last = self.items[-1] if self.items else None
-        if last is None or last.kind != kind or last.closed:
+        if last is None or last.kind != kind or last.closed or last.signature:
             last = self.make(kind)
             self.items.append(last)
         last.parts.append(text)

@@ -224,6 +224,7 @@ def anthropic_to_openai(resp: dict[str, Any], *, client_model: str) -> dict[str,
     """An OpenAI Chat Completions response for an Anthropic Messages response (§5.9)."""
     texts: list[str] = []
     thinking: list[str] = []
+    signatures: list[str] = []
     tool_calls: list[dict[str, Any]] = []
     for block in resp.get("content") or []:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -231,6 +232,8 @@ def anthropic_to_openai(resp: dict[str, Any], *, client_model: str) -> dict[str,
             texts.append(block.get("text") or "")
         elif kind == "thinking":
             thinking.append(block.get("thinking") or "")
+            if isinstance(block.get("signature"), str) and block["signature"]:
+                signatures.append(block["signature"])
         elif kind == "tool_use":
             tool_calls.append({
                 "id": block.get("id") or new_tool_id(),
@@ -241,6 +244,8 @@ def anthropic_to_openai(resp: dict[str, Any], *, client_model: str) -> dict[str,
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None}
     if any(thinking):
         message["reasoning_content"] = "".join(thinking)
+        if len(thinking) == 1 and len(signatures) == 1:  # a signature signs one block's text
+            message["reasoning_signature"] = signatures[0]
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {

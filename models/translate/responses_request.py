@@ -18,7 +18,8 @@ The mapping:
   after their call (an output without a call is dropped, a call without an output gets a placeholder: Chat
   upstreams reject both); images in array outputs go to a user message after the tool run.
 * `reasoning` items whose `encrypted_content` the gateway minted (`seal_reasoning`) -> `reasoning_content`
-  of the next assistant message, for upstreams that want reasoning replayed; foreign tokens are dropped,
+  of the next assistant message, for upstreams that want reasoning replayed, or, for an Anthropic upstream,
+  `thinking_blocks` with the signature Anthropic gave the block; foreign tokens are dropped,
   a token with the gateway's prefix that fails verification is refused (`ResponsesInputError`).
 * `additional_tools` items add their tools; hosted items (`web_search_call`, `tool_search_*`,
   `compaction`, `item_reference`, `local_shell_call`, ...) are dropped.
@@ -66,7 +67,7 @@ from models.translate.request import (
 )
 from models.translate.responses_response import is_gateway_id
 from models.translate.responses_tools import CUSTOM_INPUT, ToolSpec, ToolTable
-from models.translate.thinking import REASONING_PREFIX, open_reasoning
+from models.translate.thinking import is_sealed_reasoning, open_reasoning
 from models.validate import _is_int, _kind
 
 _log = logging.getLogger("junction.translate")
@@ -98,12 +99,15 @@ class _Plan:
 
     text_only: bool
     replay_reasoning: bool
+    signed_thinking: bool  # an Anthropic upstream: reasoning goes back as its signed thinking blocks
     developer_role: str  # what `developer` messages become upstream
     file_parts: bool  # the upstream reads Chat `file` parts (OpenAI)
 
 
-def responses_to_chat(body: Json, target: Target) -> tuple[Json, ToolTable]:
-    """A Chat Completions request equivalent to the Responses request `body`, and its tool table."""
+def responses_to_chat(body: Json, target: Target, anthropic: bool = False) -> tuple[Json, ToolTable]:
+    """A Chat Completions request equivalent to the Responses request `body`, and its tool table.
+    `anthropic`: the body goes on to a Messages upstream, so reasoning is carried as signed
+    `thinking_blocks` (which the Chat -> Messages translator turns back into thinking blocks)."""
     _refuse_unsupported(body)
     quirks, model = target.quirks, target.model_id
     switch, effort = _reasoning_switch(body.get("reasoning"))
@@ -111,6 +115,7 @@ def responses_to_chat(body: Json, target: Target) -> tuple[Json, ToolTable]:
     plan = _Plan(
         text_only=quirks.is_text_only(model),
         replay_reasoning=quirks.replay_reasoning and thinking_on,
+        signed_thinking=anthropic,
         developer_role="developer" if target.prefix == "openai" else "system",
         file_parts=target.prefix == "openai",
     )
@@ -130,6 +135,10 @@ def responses_to_chat(body: Json, target: Target) -> tuple[Json, ToolTable]:
     out.update(_tool_fields(tools, body.get("tool_choice"), body.get("parallel_tool_calls"), force_auto))
     out.update(_response_format(body.get("text")))
     out.update(_reasoning_controls({"output_config": {"effort": effort}}, quirks, model, switch))
+    if anthropic and effort:
+        # Read by the Chat -> Messages translator: thinking with a budget for this effort (kept on
+        # tool-loop turns because the signed thinking blocks come back above).
+        out["reasoning_effort"] = effort
     out.update(_user_fields(body, quirks))
     for name in quirks.drop_fields:
         out.pop(name, None)
@@ -154,7 +163,7 @@ def responses_passthrough(body: Json, model_id: str, drop: frozenset[str] = froz
             continue
         content = item.get("encrypted_content")
         gateway_made = is_gateway_id(item.get("id"))
-        if item.get("type") == "reasoning" and (gateway_made or (isinstance(content, str) and content.startswith(REASONING_PREFIX))):
+        if item.get("type") == "reasoning" and (gateway_made or is_sealed_reasoning(content)):
             _log.debug("responses: input[%d]: reasoning from a translated answer dropped for a native upstream", index)
             continue
         kept.append({k: v for k, v in item.items() if k != "id"} if gateway_made else item)
@@ -354,7 +363,7 @@ class _History:
     plan: _Plan
     table: ToolTable
     messages: list[Json] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)  # for the next assistant message
+    reasoning: list[tuple[str, str | None]] = field(default_factory=list)  # (text, signature) for the next assistant message
     images: list[Json] = field(default_factory=list)  # from tool outputs, for the next user message
 
     def add(self, message: Json) -> None:
@@ -376,8 +385,14 @@ class _History:
         message = self.messages[-1]
         if self.reasoning and self.plan.replay_reasoning:
             message["reasoning_content"] = JOIN.join(
-                t for t in (message.get("reasoning_content"), *self.reasoning) if t
+                t for t in (message.get("reasoning_content"), *(text for text, _ in self.reasoning)) if t
             )
+        if self.plan.signed_thinking:
+            # Only blocks with Anthropic's own signature: it refuses any other (Chat -> Messages keeps these).
+            blocks = [{"type": "thinking", "thinking": text, "signature": signature}
+                      for text, signature in self.reasoning if signature]  # fmt: skip
+            if blocks:
+                message["thinking_blocks"] = message.get("thinking_blocks", []) + blocks
         self.reasoning = []
         return message
 
@@ -413,9 +428,9 @@ def _add_item(history: _History, item: Json, index: int) -> None:
     elif kind in _OUTPUTS:
         history.messages.append(_tool_message(item, history))
     elif kind == "reasoning":
-        text = _reasoning_text(item, index)
-        if text:
-            history.reasoning.append(text)
+        sealed = _sealed_reasoning(item, index)
+        if sealed is not None and sealed[0]:
+            history.reasoning.append(sealed)
     elif kind != "additional_tools":  # its tools are already in the tool list
         _log.debug("responses: dropped input[%d] of type %r", index, kind)
 
@@ -605,21 +620,22 @@ def _output_text(part: Json, history: _History) -> str:
     return IMAGE_MOVED
 
 
-def _reasoning_text(item: Json, index: int) -> str | None:
-    """The reasoning text sealed in a gateway-minted `encrypted_content`; None for anything else.
+def _sealed_reasoning(item: Json, index: int) -> tuple[str, str | None] | None:
+    """The reasoning text (and Anthropic signature) sealed in a gateway-minted `encrypted_content`;
+    None for anything else.
 
     A token with the gateway's prefix that does not verify was altered or forged: refused rather than
     dropped, so a client cannot plant reasoning the upstream would take as the model's own.
     """
     token = item.get("encrypted_content")
-    if not isinstance(token, str) or not token.startswith(REASONING_PREFIX):
+    if not is_sealed_reasoning(token):
         return None  # absent, null, or another server's blob: only that server can read it
-    text = open_reasoning(token)
-    if text is None:
+    sealed = open_reasoning(token)
+    if sealed is None:
         raise ResponsesInputError(
             "reasoning item's encrypted_content failed verification", f"input[{index}].encrypted_content"
         )
-    return text
+    return sealed
 
 
 def _paired(messages: list[Json]) -> list[Json]:

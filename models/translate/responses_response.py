@@ -234,7 +234,7 @@ def summary_part(text: str) -> dict[str, Any]:
     return {"type": "summary_text", "text": text}
 
 
-def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+def reasoning_item(item_id: str, text: str, signature: str | None = None) -> dict[str, Any]:
     """A finished reasoning item: the upstream's reasoning as its summary (what Codex shows; Codex
     drops reasoning items without `summary`), and sealed so the gateway can restore it on the next
     turn."""
@@ -242,7 +242,7 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
         "id": item_id,
         "type": "reasoning",
         "summary": [summary_part(text)],
-        "encrypted_content": seal_reasoning(text),
+        "encrypted_content": seal_reasoning(text, signature),
     }
 
 
@@ -385,7 +385,8 @@ def chat_to_responses(
     output: list[dict[str, Any]] = []
     reasoning = reasoning_of(message)
     if reasoning.strip():
-        output.append(reasoning_item(new_reasoning_item_id(), reasoning))
+        signature = message.get("reasoning_signature")
+        output.append(reasoning_item(new_reasoning_item_id(), reasoning, signature if isinstance(signature, str) else None))
     # A refusal is shown as text: Codex cannot parse a `refusal` part and would drop the message.
     text = text_of(message.get("content")) or text_of(message.get("refusal"))
     if text.strip():

@@ -288,7 +288,7 @@ class ChatToResponsesStream:
             text = item.text()
             out = [self._summary_event("response.reasoning_summary_text.done", item, text=text),
                    self._summary_event("response.reasoning_summary_part.done", item, part=summary_part(text))]  # fmt: skip
-            done = reasoning_item(item.item_id, text)
+            done = reasoning_item(item.item_id, text, item.signature)
         elif item.kind == "message":
             text = item.text()
             out = [self._part_event("response.output_text.done", item, text=text, logprobs=[]),

@@ -241,8 +241,9 @@ class OpenAIToAnthropicStream(_Translator):
         block.closed = True
         out = b""
         if block.kind == "thinking":
-            # Claude Code drops thinking blocks without a signature; it comes right before stop.
-            signature = {"type": "signature_delta", "signature": sign("".join(block.parts))}
+            # Claude Code drops thinking blocks without a signature; it comes right before stop. An
+            # upstream that relays Anthropic's own signature (`reasoning_signature`) keeps it.
+            signature = {"type": "signature_delta", "signature": block.signature or sign("".join(block.parts))}
             out = _frame({"type": "content_block_delta", "index": block.index, "delta": signature})
         return out + _frame({"type": "content_block_stop", "index": block.index})
 
@@ -359,7 +360,10 @@ class AnthropicToOpenAIStream(_Translator):
         if kind == "text" and block.get("text"):
             return self._chunk({"content": block["text"]})
         if kind == "thinking" and block.get("thinking"):
-            return self._chunk({"reasoning_content": block["thinking"]})
+            delta = {"reasoning_content": block["thinking"]}
+            if block.get("signature"):  # a server that sends the whole block at once
+                delta["reasoning_signature"] = block["signature"]
+            return self._chunk(delta)
         return b""
 
     def _on_block_delta(self, data: dict[str, Any]) -> bytes:
@@ -371,11 +375,15 @@ class AnthropicToOpenAIStream(_Translator):
             return self._chunk({"content": delta["text"]})
         if kind == "thinking_delta" and delta.get("thinking"):
             return self._chunk({"reasoning_content": delta["thinking"]})
+        if kind == "signature_delta" and delta.get("signature"):
+            # The thinking block's signature, as LiteLLM carries it: a client (or the Responses
+            # translation) that gives it back lets the block return to Anthropic intact.
+            return self._chunk({"reasoning_signature": delta["signature"]})
         tool = self._tools.get(data.get("index", -1))
         if kind == "input_json_delta" and tool is not None and delta.get("partial_json"):
             tool.streamed = True
             return self._arguments(tool.position, delta["partial_json"])
-        return b""  # signature and citation deltas have no Chat Completions form
+        return b""  # citation deltas have no Chat Completions form
 
     def _on_block_stop(self, data: dict[str, Any]) -> bytes:
         tool = self._tools.get(data.get("index", -1))
