@@ -11,6 +11,8 @@ Translation phase (Anthropic client):
   junction-translated  Anthropic client -> gateway -> OpenAI-style mock (cross protocol; skipped
                        with the gateway's own reason while it answers 501)
   junction-responses   Responses client -> gateway -> OpenAI-style mock (Responses <-> Chat translation)
+  direct-responses     Responses client -> mock /v1/responses
+  junction-responses-native  Responses client -> gateway -> mock serving Responses (relayed, not translated)
 
 Method (see shared/docs/gateway-anchors.md 1.8-1.10 and (b)):
   * one lean keep-alive HTTP/1.1 client (asyncio + httptools) for every arm, so the client's
@@ -288,6 +290,11 @@ def build_arms(settings: Settings) -> dict[str, Arm]:
         # A Responses client (Codex, the OpenAI SDK's responses.*) in front of the same Chat mock.
         Arm("junction-responses", "junction", "responses", "bench-alias",
             auth_headers("openai", GATEWAY_KEY), "direct"),
+        # The same client to an upstream that serves Responses itself: the gateway relays the stream.
+        Arm("direct-responses", "mock", "responses", "bench-responses",
+            auth_headers("openai", "not-a-real-key") + knobs, None),
+        Arm("junction-responses-native", "junction", "responses", "bench-responses",
+            auth_headers("openai", GATEWAY_KEY), "direct-responses"),
     ]  # fmt: skip
     return {arm.name: arm for arm in arms}
 
@@ -310,8 +317,8 @@ def build_phases(settings: Settings) -> list[Phase]:
     if settings.translation:
         # Same-protocol relay and cross-protocol translation side by side, with both baselines.
         phases.append(Phase("translation stream c=1", True, 1,
-                            ("direct", "direct-anthropic", "junction-relay", "junction-translated",
-                             "junction-responses")))  # fmt: skip
+                            ("direct", "direct-anthropic", "direct-responses", "junction-relay",
+                             "junction-translated", "junction-responses", "junction-responses-native")))  # fmt: skip
     return phases
 
 
@@ -539,6 +546,11 @@ llm_providers:
   - model: mock/bench-anthropic
     base_url: http://{HOST}:{mock_port}
     provider_interface: anthropic
+    access_key: not-a-real-key
+    headers:{headers}
+  - model: mock/bench-responses
+    base_url: http://{HOST}:{mock_port}/v1
+    provider_interface: responses
     access_key: not-a-real-key
     headers:{headers}
 model_aliases:
@@ -1048,7 +1060,8 @@ def translation_cost(summaries: list[dict[str, Any]]) -> list[str]:
     relay = phase["arms"].get("junction-relay", {})
     lines = []
     for name, label in (("junction-translated", "Anthropic -> Chat translation"),
-                        ("junction-responses", "Responses -> Chat translation")):  # fmt: skip
+                        ("junction-responses", "Responses -> Chat translation"),
+                        ("junction-responses-native", "Responses relayed natively")):  # fmt: skip
         translated = phase["arms"].get(name, {})
         if "added_first_event_ms" not in relay or "added_first_event_ms" not in translated:
             lines.append(f"- {label} vs relay: not measured (see skipped)")

@@ -62,6 +62,9 @@ def gateway(mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
           - model: mock/fuzz-claude
             base_url: {mock}
             provider_interface: anthropic
+          - model: mock/fuzz-native
+            base_url: {mock}/v1
+            provider_interface: responses
         gateway_keys: [{KEY}]
     """)
     proc, base = start_gateway(config, None, "--log-level", "error", "--no-access-log")
@@ -129,7 +132,7 @@ responses_tool = st.fixed_dictionaries(
 responses_body = st.fixed_dictionaries(
     {},
     optional={
-        "model": st.sampled_from(["fuzz", "fuzz-claude", "unknown-model", ""]) | json_values,
+        "model": st.sampled_from(["fuzz", "fuzz-claude", "fuzz-native", "unknown-model", ""]) | json_values,
         "input": st.text(max_size=30) | st.lists(item, max_size=5) | json_values,
         "instructions": st.text(max_size=20) | json_values,
         "tools": st.lists(responses_tool, max_size=3) | json_values,
