@@ -27,6 +27,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, ResponsesWebSocket, StoredResponse, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.responses_store import ResponseStore
+from gateway.state.build import build_state
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
 from gateway.upstream import ClientPool, Upstream
@@ -51,7 +52,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Routing(app, config, router, metrics)
     app = Aliases(app, config)
     app = Intake(app, config.limits, responses)
-    app = Auth(app, config, ledgers.requests, ledgers.parallel)
+    app = Auth(app, config, ledgers.state)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
     return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle)
 
@@ -92,7 +93,7 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     pool = ClientPool(config.timeouts)
     lifecycle = lifecycle or Lifecycle()
     metrics = metrics or Metrics()
-    ledgers = ledgers or Ledgers()
+    ledgers = ledgers or Ledgers(build_state(config, metrics))
     store = config.state_storage
     responses = responses or ResponseStore(store.max_entries, store.ttl_s)
     router = build_router(config)

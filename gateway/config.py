@@ -48,7 +48,7 @@ _PLANO_IGNORED = (
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
     "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
-    "metrics", "access_log", "state_storage",
+    "metrics", "access_log", "state_storage", "state",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -269,6 +269,20 @@ class StateStorage:
     ttl_s: float = 3600.0
 
 
+@dataclass(frozen=True)
+class SharedState:
+    """`state:` where per-key limits live: this process (`memory`) or a Redis shared by every worker and
+    replica (`redis`). With Redis unreachable each process admits `local_share` of a limit on its own
+    (and says so in `x-junction-state: degraded`) until Redis answers again."""
+
+    backend: str = "memory"
+    url: str | None = field(default=None, repr=False)  # may carry a password
+    timeout_s: float = 0.05  # one Redis call, at most
+    retry_s: float = 2.0  # after a failure, Redis is left alone this long (the circuit breaker)
+    local_share: float = 0.5  # of each limit, per process, while Redis is unreachable
+    prefix: str = "junction"
+
+
 _LIMIT_FLOORS = {"max_body_bytes": 1024, "max_header_bytes": 1024, "max_messages": 1}
 
 
@@ -296,6 +310,7 @@ class Config:
     failover: Failover = Failover()
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
     state_storage: StateStorage = StateStorage()
+    state: SharedState = SharedState()
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
 
@@ -310,7 +325,9 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for redaction."""
-        return tuple(p.access_key for p in self.providers if p.access_key) + self.gateway_secrets
+        password = urlsplit(self.state.url).password if self.state.url else None  # redis://:secret@host
+        return tuple(p.access_key for p in self.providers if p.access_key) + self.gateway_secrets + \
+            ((password,) if password else ())  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,6 +458,7 @@ class _Builder:
         drain = self.durations_of("shutdown", self.raw.get("shutdown") or {}, _Shutdown).get("drain", 30.0)
         fallbacks = self.fallbacks(refs, ambiguous)
         state_storage = self.state_storage()
+        state = self.shared_state()
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
         for i, key in enumerate(keys):
             if key.budget_usd is not None:
@@ -483,6 +501,7 @@ class _Builder:
             failover=failover,
             fallbacks=MappingProxyType(fallbacks),
             state_storage=state_storage,
+            state=state,
             warnings=tuple(self.warnings),
             source=self.source,
         )
@@ -1063,6 +1082,40 @@ class _Builder:
         if ttl is None or ttl <= 0:
             ttl = StateStorage.ttl_s
         return StateStorage("memory", int(entries), ttl)
+
+    def shared_state(self) -> SharedState:
+        raw = self.raw.get("state")
+        if raw is None or not self.typed("state", raw, dict, "a mapping"):
+            return SharedState()
+        self.unknown_keys("state.", raw, ("backend", "url", "timeout", "retry_after", "local_share", "prefix"))
+        backend = raw.get("backend", "memory")
+        if backend not in ("memory", "redis"):
+            self.error("state.backend", f"expected memory or redis, got {backend!r}")
+            return SharedState()
+        url = raw.get("url")
+        if url is not None:
+            if not self.typed("state.url", url, str, "a redis:// URL"):
+                url = None
+            else:
+                url, unset = self.expand(url)
+                if unset:
+                    self.error("state.url", f"environment variable {', '.join(unset)} is not set")
+                elif urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+                    self.error("state.url", f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
+        if backend == "redis" and not url:
+            self.error("state.url", "required with backend: redis")
+        timeout = parse_duration("state.timeout", raw.get("timeout", SharedState.timeout_s), self)
+        retry = parse_duration("state.retry_after", raw.get("retry_after", SharedState.retry_s), self)
+        share = raw.get("local_share", SharedState.local_share)
+        if not is_number(share) or not 0 < share <= 1:
+            self.error("state.local_share", f"expected a fraction in (0, 1], got {share!r}")
+            share = SharedState.local_share
+        prefix = raw.get("prefix", SharedState.prefix)
+        if not isinstance(prefix, str) or not prefix:
+            self.error("state.prefix", "expected a non-empty string")
+            prefix = SharedState.prefix
+        return SharedState(backend, url, timeout if timeout and timeout > 0 else SharedState.timeout_s,
+                           retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix)  # fmt: skip
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

@@ -61,6 +61,9 @@ class Metrics:
                                        ("model", "error_type"), registry=r)  # fmt: skip
         self.spend = Counter("junction_key_spend_usd", "Spend per gateway key, priced by the models' pricing",
                              ("key",), registry=r)  # fmt: skip
+        # Decisions taken per process because the shared key state (Redis) was unreachable.
+        self.state_degraded = Counter("junction_state_degraded", "Key-limit operations decided per process "
+                                      "because the shared state store was unreachable", ("operation",), registry=r)  # fmt: skip
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
                                    ("model",), registry=r)  # fmt: skip
         self.loop_lag = Gauge("junction_event_loop_lag_seconds",

@@ -20,6 +20,7 @@ from gateway.chain.quota import Ledgers
 from gateway.config import Config, ConfigError, load
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics
+from gateway.state.build import build_state
 
 log = logging.getLogger("junction")
 
@@ -31,7 +32,8 @@ class Reloadable:
         self.path = path
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()  # counters survive reloads
-        self.ledgers = Ledgers()  # and so do per-key limits and spend
+        # and so do per-key limits and spend (the `state:` backend is chosen once, at start)
+        self.ledgers = Ledgers(build_state(config, self.metrics))
         self.current: Starlette = build_app(config, self.lifecycle, self.metrics, self.ledgers)
         self.responses = self.current.state.responses  # and stored Responses
         self._retired: set[asyncio.Task[None]] = set()
@@ -59,6 +61,7 @@ class Reloadable:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.current.state.stop()
+                await self.ledgers.state.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

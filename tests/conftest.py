@@ -61,3 +61,12 @@ def find_leaks(secrets: Iterable[str], sources: Iterable[tuple[str, str]]) -> li
     """(where, secret prefix) for every source whose text holds a secret's first PREFIX characters."""
     prefixes = {s[:PREFIX] for s in secrets if len(s) >= PREFIX}
     return sorted({(where, p) for where, text in sources for p in prefixes if p in text})
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[Any]:
+    """A real redis-server for the session (skipped, with the reason, when the binary is missing)."""
+    from tests.redis_server import redis_server
+
+    with redis_server() as server:
+        yield server

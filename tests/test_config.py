@@ -312,3 +312,23 @@ def test_fallbacks_resolve_and_must_exist() -> None:
     assert fallback.model == "deepseek/deepseek-v4-pro"
     found = problems(BASE.replace("    default: true", "    default: true\n    fallbacks: [nope]"))
     assert found[0].startswith("llm_providers[1].fallbacks[0]: unknown model 'nope'")
+
+
+def test_state_block_for_shared_limits() -> None:
+    config = cfg(BASE + """
+state:
+  backend: redis
+  url: redis://:$REDIS_PASSWORD@127.0.0.1:6379/0
+  timeout: 20ms
+  local_share: 0.25
+""", {"DEEPSEEK_API_KEY": "x", "REDIS_PASSWORD": "s3cret-redis-pass"})
+    assert (config.state.backend, config.state.timeout_s, config.state.local_share) == ("redis", 0.02, 0.25)
+    assert config.state.url == "redis://:s3cret-redis-pass@127.0.0.1:6379/0"
+    assert "s3cret-redis-pass" in config.secrets()  # redacted like every other secret
+    assert cfg(BASE, {"DEEPSEEK_API_KEY": "x"}).state.backend == "memory"
+    found = problems(BASE + "state:\n  backend: redis\n  local_share: 2\n  colour: blue\n", {"DEEPSEEK_API_KEY": "x"})
+    assert "state.url: required with backend: redis" in found
+    assert any(p.startswith("state.local_share: expected a fraction") for p in found)
+    assert any(p.startswith("state.colour: unknown key") for p in found)
+    found = problems(BASE + "state:\n  backend: etcd\n", {"DEEPSEEK_API_KEY": "x"})
+    assert found == ["state.backend: expected memory or redis, got 'etcd'"]

@@ -5,56 +5,29 @@ model the request may fail over to, for a budget), taken before any upstream cal
 the real usage afterwards. Concurrent bursts cannot all slip under a limit: only requests that
 find it not yet reached are admitted, so the overshoot is at most one request's reservation.
 
-The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget).
-It is this process's memory: with several workers each keeps its own books.
+The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget). Tokens
+per minute are kept by the key state (`gateway/state`: this process, or Redis shared by every worker
+and replica); spend budgets are this process's memory for now.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.call import Call, get_call
-from gateway.chain.auth import RateLimiter
+from gateway.chain.auth import DEGRADED_HEADER
 from gateway.chain.translate import counted_input
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
+from gateway.state import KeyState
+from gateway.state.local import LocalState
 from models.providers import ApiStyle
 from models.tokens import count_anthropic_tokens
 
-WINDOW = 60.0
 DEFAULT_OUTPUT_RESERVATION = 1024  # when the request sets no max_tokens
-
-
-class TokenWindow:
-    """Per-key (time, tokens) entries of the last minute; entries are mutable for settling."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._entries: dict[str, deque[list[float]]] = {}
-
-    def used(self, key: str) -> tuple[float, deque[list[float]]]:
-        now = self.clock()
-        entries = self._entries.setdefault(key, deque())
-        while entries and entries[0][0] <= now - WINDOW:
-            entries.popleft()
-        return sum(e[1] for e in entries), entries
-
-    def reserve(self, key: GatewayKey, tokens: int) -> list[float]:
-        assert key.tpm is not None
-        used, entries = self.used(key.name)
-        if entries and used + tokens > key.tpm:
-            wait = max(1, math.ceil(entries[0][0] + WINDOW - self.clock()))
-            raise GatewayError(f"token limit of {key.tpm} per minute reached for key '{key.name}' "
-                               f"({int(used)} used or reserved, this request needs about {tokens}); retry in {wait} s",
-                               status=429, code="token_rate_limit_exceeded",
-                               headers={"retry-after": str(wait)})  # fmt: skip
-        entry = [self.clock(), float(tokens)]
-        entries.append(entry)
-        return entry
 
 
 @dataclass
@@ -106,11 +79,9 @@ class Budgets:
 
 @dataclass
 class Ledgers:
-    """Every per-key counter: requests per minute, requests in flight, tokens, spend."""
+    """Every per-key counter: requests per minute, requests in flight and tokens (`state`), spend."""
 
-    requests: RateLimiter = field(default_factory=RateLimiter)
-    parallel: dict[str, int] = field(default_factory=dict)
-    tokens: TokenWindow = field(default_factory=TokenWindow)
+    state: KeyState = field(default_factory=LocalState)
     budgets: Budgets = field(default_factory=Budgets)
 
 
@@ -153,7 +124,16 @@ class Quota:
             await self.app(scope, receive, send)
             return
         estimated = estimate(call.body, call.body_size, await counted_input(call))
-        entry = self.ledgers.tokens.reserve(key, sum(estimated)) if key.tpm is not None else None
+        state = self.ledgers.state
+        reservation = await state.reserve(key.name, key.tpm, sum(estimated), call.request_id) if key.tpm is not None else None
+        if reservation is not None:
+            if reservation.degraded:
+                call.extra_headers[DEGRADED_HEADER] = "degraded"
+            if not reservation.ok:
+                raise GatewayError(f"token limit of {key.tpm} per minute reached for key '{key.name}' "
+                                   f"({int(reservation.used)} used or reserved, this request needs about "
+                                   f"{sum(estimated)}); retry in {reservation.retry_after} s", status=429,
+                                   code="token_rate_limit_exceeded", headers={"retry-after": str(reservation.retry_after)})  # fmt: skip
         account, max_cost = None, 0.0
         if key.budget_usd is not None:
             prices = [p.pricing for p in call.candidates if p.pricing is not None]
@@ -161,8 +141,8 @@ class Quota:
             try:
                 account = self.ledgers.budgets.reserve(key, max_cost, call.protocol)
             except GatewayError:
-                if entry is not None:
-                    entry[1] = 0.0  # refused: nothing was used
+                if reservation is not None:
+                    await state.settle(key.name, reservation, 0)  # refused: nothing was used
                 raise
             call.extra_headers["x-junction-budget-remaining-usd"] = \
                 f"{max(0.0, key.budget_usd - account.spent - account.reserved + max_cost):.6f}"
@@ -170,8 +150,8 @@ class Quota:
             await self.app(scope, receive, send)
         finally:
             billed = charge(call, estimated)
-            if entry is not None:
-                entry[1] = float(sum(billed)) if billed else 0.0
+            if reservation is not None:
+                await state.settle(key.name, reservation, sum(billed) if billed else 0)
             if account is not None:
                 pricing = call.provider.pricing if call.provider is not None else None
                 cost = pricing.cost(*billed) if billed and pricing is not None else 0.0

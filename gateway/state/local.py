@@ -1,0 +1,76 @@
+"""`LocalState`: per-key limits in this process's memory (exact sliding windows).
+
+With several workers each keeps its own books, so a limit is enforced per worker; `SharedState` keeps
+one set of books in Redis and falls back to a `LocalState` with a share of each limit when Redis is
+unreachable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from typing import Callable
+
+from gateway.state import WINDOW_S, Admission, Reservation
+
+
+class LocalState:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, share: float = 1.0) -> None:
+        self.clock = clock
+        self.share = share  # of each limit this process may use on its own (SharedState's fallback)
+        self._hits: dict[str, deque[float]] = {}
+        self._running: dict[str, int] = {}
+        self._tokens: dict[str, deque[list[float | str]]] = {}  # [time, tokens, request id]
+
+    def _limit(self, value: int) -> int:
+        return max(1, math.floor(value * self.share)) if self.share < 1 else value
+
+    async def admit(self, key: str, rpm: int | None, max_parallel: int | None, request_id: str) -> Admission:
+        now = self.clock()
+        if max_parallel is not None:
+            running = self._running.get(key, 0)
+            if running >= self._limit(max_parallel):
+                return Admission(False, "parallel", running)
+        count, reset = 0, WINDOW_S
+        if rpm is not None:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - WINDOW_S:
+                hits.popleft()
+            reset = hits[0] + WINDOW_S - now if hits else WINDOW_S
+            if len(hits) >= self._limit(rpm):
+                return Admission(False, "rpm", len(hits), reset)
+            hits.append(now)
+            count = len(hits)
+        lease = None
+        if max_parallel is not None:
+            self._running[key] = self._running.get(key, 0) + 1
+            lease = request_id
+        return Admission(True, None, count, reset, lease)
+
+    async def release(self, key: str, admission: Admission) -> None:
+        if admission.lease is not None and self._running.get(key, 0) > 0:
+            self._running[key] -= 1
+
+    def running(self, key: str) -> int:
+        return self._running.get(key, 0)
+
+    async def reserve(self, key: str, tpm: int, tokens: int, request_id: str) -> Reservation:
+        now = self.clock()
+        entries = self._tokens.setdefault(key, deque())
+        while entries and float(entries[0][0]) <= now - WINDOW_S:
+            entries.popleft()
+        used = sum(float(e[1]) for e in entries)
+        if entries and used + tokens > self._limit(tpm):
+            return Reservation(False, used, float(entries[0][0]) + WINDOW_S - now)
+        entries.append([now, float(tokens), request_id])
+        return Reservation(True, used, WINDOW_S, request_id)
+
+    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
+        for entry in self._tokens.get(key, ()):
+            if entry[2] == reservation.entry:
+                entry[1] = float(tokens)
+                return
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,210 @@
+"""`SharedState`: per-key limits in one Redis (>= 7, or Valkey) for every worker and replica.
+
+Each decision is one atomic Lua script on the server, timed by the server's clock (replicas' clocks
+may differ): a request's admission (requests per minute and an in-flight lease) is one round trip, a
+token reservation another, and releases and settlements go out after the response, off its path.
+
+* Requests per minute: a sorted set of request ids scored by time, trimmed to the last minute.
+* In flight: a sorted set of leases scored by their expiry. A worker that dies never releases its
+  leases; they expire on their own after the longest a request may live (`lease_ttl_s`), so slots heal.
+* Tokens per minute: reservations in a sorted set (by time) with their amounts in a hash; settling
+  overwrites the amount, exact to the token.
+
+Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
+`local_share` of each limit, marked `degraded`, and Redis is left alone for `retry_after` (a circuit
+breaker: a dead Redis costs one short timeout per interval, not one per request); then the next
+decision tries Redis again, so recovery needs no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.config import SharedState as StateConfig
+from gateway.state import WINDOW_S, Admission, Reservation
+from gateway.state.local import LocalState
+
+log = logging.getLogger("junction.state")
+
+# KEYS: requests-per-minute set, leases set. ARGV: rpm (-1: none), max_parallel (-1: none), request id,
+# lease ttl ms, window ms. Returns {admitted, refused, count, reset_ms}.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, par, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local ttl, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+if par >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local running = redis.call('ZCARD', KEYS[2])
+  if running >= par then return {0, 'parallel', running, 0} end
+end
+local count, reset = 0, window
+if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  count = redis.call('ZCARD', KEYS[1])
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #oldest > 0 then reset = tonumber(oldest[2]) + window - now end
+  if count >= rpm then return {0, 'rpm', count, reset} end
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('PEXPIRE', KEYS[1], window)
+  count = count + 1
+end
+if par >= 0 then
+  redis.call('ZADD', KEYS[2], now + ttl, id)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {1, '', count, reset}
+"""
+
+# KEYS: reservation times (sorted set), amounts (hash). ARGV: tpm, tokens, request id, window ms.
+# Returns {admitted, used, reset_ms}; `used` as a string (Lua numbers lose nothing, replies would).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tpm, tokens, id, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if #old > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  redis.call('HDEL', KEYS[2], unpack(old))
+end
+local used = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(v) end
+local n = redis.call('ZCARD', KEYS[1])
+if n > 0 and used + tokens > tpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tostring(used), tonumber(oldest[2]) + window - now}
+end
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('HSET', KEYS[2], id, tokens)
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[2], window)
+return {1, tostring(used), window}
+"""
+
+# KEYS: amounts (hash). ARGV: request id, tokens. A reservation already out of the window stays out.
+_SETTLE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+class SharedState:
+    def __init__(self, config: StateConfig, lease_ttl_s: float, on_degraded: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        assert config.url is not None
+        self.config = config
+        self.lease_ttl_ms = int(lease_ttl_s * 1000)
+        self.on_degraded = on_degraded
+        self.clock = clock
+        self.local = LocalState(share=config.local_share)
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._down_until = 0.0
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # -- the connection and the breaker --------------------------------------------------------
+    def _redis(self) -> Any:
+        if self._client is None:  # created on first use, inside the serving event loop
+            timeout = self.config.timeout_s
+            self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=timeout,
+                                                   socket_connect_timeout=timeout, retry_on_timeout=False)  # fmt: skip
+            self._scripts = {name: self._client.register_script(code)
+                             for name, code in (("admit", _ADMIT), ("reserve", _RESERVE), ("settle", _SETTLE))}  # fmt: skip
+        return self._client
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (decisions are local meanwhile)."""
+        return self.clock() >= self._down_until
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call; None when Redis failed or timed out (the breaker then opens)."""
+        if not self.available:
+            return None
+        try:
+            self._redis()
+            async with asyncio.timeout(self.config.timeout_s):
+                return await self._scripts[name](keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self.available:
+                log.warning("state: redis unreachable (%s: %s); limits are enforced per process with %.0f%% of "
+                            "each for %.1f s", type(exc).__name__, exc, self.config.local_share * 100,
+                            self.config.retry_s)  # fmt: skip
+            self._down_until = self.clock() + self.config.retry_s
+            return None
+
+    def _degraded(self, operation: str) -> None:
+        if self.on_degraded is not None:
+            self.on_degraded(operation)
+
+    def _key(self, kind: str, key: str) -> str:
+        # One hash slot per gateway key (Redis Cluster keeps a script's keys together).
+        return f"{self.config.prefix}:{{{key}}}:{kind}"
+
+    def _later(self, work: Any) -> None:
+        """Run a release or settlement after the response, off its path."""
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # -- KeyState --------------------------------------------------------------------------------
+    async def admit(self, key: str, rpm: int | None, max_parallel: int | None, request_id: str) -> Admission:
+        args = [-1 if rpm is None else rpm, -1 if max_parallel is None else max_parallel, request_id,
+                self.lease_ttl_ms, int(WINDOW_S * 1000)]  # fmt: skip
+        reply = await self._run("admit", [self._key("rpm", key), self._key("run", key)], args)
+        if reply is None:
+            self._degraded("admit")
+            local = await self.local.admit(key, rpm, max_parallel, request_id)
+            return Admission(local.ok, local.refused, local.count, local.reset_s, local.lease, degraded=True)
+        ok, refused, count, reset_ms = reply
+        refused = refused.decode() if isinstance(refused, bytes) else refused
+        return Admission(bool(ok), refused or None, int(count), int(reset_ms) / 1000,
+                         request_id if ok and max_parallel is not None else None)  # fmt: skip
+
+    async def release(self, key: str, admission: Admission) -> None:
+        if admission.lease is None:
+            return
+        if admission.degraded:
+            await self.local.release(key, admission)
+            return
+        self._later(self._release(key, admission.lease))
+
+    async def _release(self, key: str, lease: str) -> None:
+        if not self.available:
+            return  # the lease expires on its own
+        try:
+            async with asyncio.timeout(self.config.timeout_s * 4):
+                await self._redis().zrem(self._key("run", key), lease)
+        except (RedisError, OSError, TimeoutError):
+            log.debug("state: a lease of %s was left to expire", key)
+
+    async def reserve(self, key: str, tpm: int, tokens: int, request_id: str) -> Reservation:
+        reply = await self._run("reserve", [self._key("tpm", key), self._key("tpmv", key)],
+                                [tpm, tokens, request_id, int(WINDOW_S * 1000)])  # fmt: skip
+        if reply is None:
+            self._degraded("reserve")
+            local = await self.local.reserve(key, tpm, tokens, request_id)
+            return Reservation(local.ok, local.used, local.reset_s, local.entry, degraded=True)
+        ok, used, reset_ms = reply
+        return Reservation(bool(ok), float(used), int(reset_ms) / 1000, request_id if ok else None)
+
+    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
+        if reservation.entry is None:
+            return
+        if reservation.degraded:
+            await self.local.settle(key, reservation, tokens)
+            return
+        self._later(self._run("settle", [self._key("tpmv", key)], [reservation.entry, tokens]))
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=1.0)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,132 @@
+"""Key limits shared by several gateway processes through one real redis-server (`state: {backend:
+redis}`): two `junction serve` replicas, the mock upstream, and the scenarios of the scale-out
+acceptance list that concern admission."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from tests.procs import start_gateway, write_config
+
+KEY = "gw-shared-key-0123456789"
+CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/fast
+    base_url: {mock}/v1
+    default: true
+  - model: mock/slow
+    base_url: {mock}/v1
+    headers: {{x-mock-chunks: "60", x-mock-gap_ms: "100"}}
+gateway_keys:
+  - {{name: minute, key: {key}-rpm, rpm: 60}}
+  - {{name: single, key: {key}-one, max_parallel: 1}}
+state:
+  backend: redis
+  url: {redis}
+  timeout: 100ms
+  retry_after: 500ms
+  local_share: 0.5
+timeouts:
+  total: 2s
+"""
+
+
+@pytest.fixture(scope="module")
+def config_file(mock: str, redis_service: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_config(tmp_path_factory.mktemp("shared"), CONFIG.format(mock=mock, redis=redis_service.url, key=KEY))
+
+
+@pytest.fixture(scope="module")
+def replicas(config_file: Path, redis_service: Any) -> Iterator[list[str]]:
+    first, a = start_gateway(config_file, None, "--log-level", "warning")
+    second, b = start_gateway(config_file, None, "--log-level", "warning")
+    with first, second:
+        yield [a, b]
+
+
+def post(base: str, key: str, model: str = "fast", stream: bool = False, timeout: float = 10) -> httpx.Response:
+    body = {"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(f"{base}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=timeout)
+
+
+def test_a_60_rpm_key_gets_exactly_60_across_two_replicas(replicas: list[str], redis_service: Any) -> None:
+    redis_service.flush()
+    statuses = [post(replicas[i % 2], f"{KEY}-rpm").status_code for i in range(200)]
+    assert statuses.count(200) == 60 and statuses.count(429) == 140
+    assert statuses[:60] == [200] * 60  # the first 60 of the minute, whichever replica took them
+
+
+def test_a_cancelled_stream_frees_its_slot_on_every_replica(replicas: list[str], redis_service: Any) -> None:
+    redis_service.flush()
+    with httpx.stream("POST", f"{replicas[0]}/v1/chat/completions", timeout=10,
+                      json={"model": "slow", "max_tokens": 16, "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                      headers={"authorization": f"Bearer {KEY}-one"}) as stream:  # fmt: skip
+        chunks = stream.iter_bytes()  # kept: a dropped iterator would close the stream
+        next(chunks)
+        busy = post(replicas[1], f"{KEY}-one")
+        assert busy.status_code == 429 and busy.json()["error"]["code"] == "too_many_parallel_requests"
+        chunks.close()
+    deadline = time.monotonic() + 1.0  # released just after the request ends, off its path
+    while (answer := post(replicas[1], f"{KEY}-one")).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert answer.status_code == 200
+
+
+def test_a_killed_replicas_slot_expires_on_its_own(config_file: Path, replicas: list[str], redis_service: Any) -> None:
+    redis_service.flush()
+    doomed, base = start_gateway(config_file, None, "--log-level", "warning")
+    with doomed:
+        started = threading.Event()
+
+        def hold() -> None:
+            try:
+                with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=10,
+                                  json={"model": "slow", "max_tokens": 16, "stream": True,
+                                        "messages": [{"role": "user", "content": "x"}]},
+                                  headers={"authorization": f"Bearer {KEY}-one"}) as stream:  # fmt: skip
+                    for _ in stream.iter_bytes():
+                        started.set()
+            except httpx.HTTPError:
+                pass
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert started.wait(5)
+        doomed.kill()  # SIGKILL: no release ever comes
+        doomed.wait(5)
+        killed_at = time.monotonic()
+        assert post(replicas[0], f"{KEY}-one").status_code == 429
+        # the lease lives timeouts.total (2 s) + a 2 s margin from when it was taken
+        deadline = killed_at + 6
+        while (answer := post(replicas[0], f"{KEY}-one")).status_code == 429 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answer.status_code == 200 and time.monotonic() - killed_at > 1.0
+        holder.join(5)
+
+
+def test_redis_down_mid_load_degrades_without_errors_and_recovers(replicas: list[str], redis_service: Any) -> None:
+    redis_service.flush()
+    assert post(replicas[0], f"{KEY}-rpm").headers.get("x-junction-state") is None
+    redis_service.stop()
+    try:
+        answers = [post(replicas[i % 2], f"{KEY}-rpm") for i in range(80)]
+    finally:
+        redis_service.start()
+    assert all(a.status_code in (200, 429) for a in answers)  # nothing 5xx because Redis died
+    assert all(a.headers.get("x-junction-state") == "degraded" for a in answers)
+    # each replica admits at most its local share (30 of 60) on its own
+    assert sum(a.status_code == 200 for a in answers) <= 60
+    for base in replicas:
+        assert sum(a.status_code == 200 for a in answers[replicas.index(base)::2]) <= 30
+    time.sleep(0.6)  # the breaker's retry_after: then Redis is asked again
+    again = [post(base, f"{KEY}-rpm") for base in replicas]
+    assert [a.headers.get("x-junction-state") for a in again] == [None, None]
+    metrics = httpx.get(f"{replicas[0]}/metrics").text
+    assert 'junction_state_degraded_total{operation="admit"}' in metrics
