@@ -45,7 +45,9 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     requests are refused before their body is read; quota (a key's tokens per minute and budget)
     comes once routing has chosen the models, since a budget is priced by them.
     """
-    app: Any = Upstream(pool, config, Health(config.failover), metrics)
+    health = Health(config.failover, on_cool=ledgers.state.announce_cooldown)
+    ledgers.health = health  # the one the key state's cooldown announcements from other processes reach
+    app: Any = Upstream(pool, config, health, metrics)
     app = Repair(app, config.ping_interval_s, lifecycle, metrics.streams)
     app = Translate(app, responses, config.ping_interval_s)
     app = Quota(app, ledgers, metrics)
@@ -118,6 +120,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # and a full one over the start-up heap held the event loop for 50-75 ms under load.
         gc.freeze()
         warming.append(asyncio.create_task(_warm_tokenizer()))
+        # Other processes' model cooldowns (shared state); this app's Health from now on.
+        ledgers.state.follow_cooldowns(lambda model, seconds: ledgers.health.cool(model, seconds) if ledgers.health else None)
         if router is not None:
             warming.append(asyncio.create_task(_warm(router)))
 

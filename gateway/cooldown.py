@@ -3,6 +3,10 @@
 A model that failed `failures_to_cool` times in a row (or answered 429 with a Retry-After) is
 skipped until its cooldown ends; then exactly one request probes it (half-open) while others
 keep skipping it; the probe's success puts it back, its failure cools it again.
+
+With a shared state store, a cooldown this process starts is announced to the others (`on_cool`)
+and theirs arrive through `cool` (gateway/state/shared.py): a model that failed on one replica is
+skipped by all of them.
 """
 
 from __future__ import annotations
@@ -22,10 +26,17 @@ class _State:
 
 
 class Health:
-    def __init__(self, policy: Failover, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, policy: Failover, clock: Callable[[], float] = time.monotonic,
+                 on_cool: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.clock = clock
+        self.on_cool = on_cool  # told (model, seconds) whenever this process cools a model
         self._states: dict[str, _State] = {}
+
+    def cool(self, model: str, seconds: float) -> None:
+        """A cooldown another process started: skip `model` for `seconds` from now."""
+        state = self._states.setdefault(model, _State())
+        state.until = max(state.until, self.clock() + seconds)
 
     def admit(self, model: str) -> bool:
         """May a request go to `model` now? Takes the half-open probe slot when it is free."""
@@ -53,6 +64,8 @@ class Health:
         state.probing = False
         if cool_for:
             state.until = max(state.until, now + cool_for)
+            if self.on_cool is not None:
+                self.on_cool(model, cool_for)
             return True
         return False
 

@@ -24,6 +24,10 @@ llm_providers:
   - model: mock/slow
     base_url: {mock}/v1
     headers: {{x-mock-chunks: "60", x-mock-gap_ms: "100"}}
+  - model: mock/flaky
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
+    fallbacks: [fast]
 gateway_keys:
   - {{name: minute, key: {key}-rpm, rpm: 60}}
   - {{name: single, key: {key}-one, max_parallel: 1}}
@@ -130,3 +134,12 @@ def test_redis_down_mid_load_degrades_without_errors_and_recovers(replicas: list
     assert [a.headers.get("x-junction-state") for a in again] == [None, None]
     metrics = httpx.get(f"{replicas[0]}/metrics").text
     assert 'junction_state_degraded_total{operation="admit"}' in metrics
+
+
+def test_a_cooldown_set_by_one_replica_is_honoured_by_the_other(replicas: list[str], mock: str, upstream: Any) -> None:
+    first = post(replicas[0], f"{KEY}-one", model="flaky")  # 429 with Retry-After: 3 cools it, the fallback answers
+    assert first.status_code == 200 and first.headers["x-junction-fallback-from"] == "mock/flaky"
+    time.sleep(0.3)  # the announcement crosses Redis
+    second = post(replicas[1], f"{KEY}-one", model="flaky")
+    assert second.status_code == 200 and second.headers["x-junction-model"] == "mock/fast"
+    assert [body["model"] for body in upstream()] == ["flaky", "fast", "fast"]  # the other replica never tried it

@@ -83,6 +83,7 @@ class Ledgers:
 
     state: KeyState = field(default_factory=LocalState)
     budgets: Budgets = field(default_factory=Budgets)
+    health: Any = None  # the serving app's model health (gateway/cooldown.py), set when the chain is built
 
 
 def estimate(body: dict[str, Any], size: int = 0, counted: int | None = None) -> tuple[int, int]:

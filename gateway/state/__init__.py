@@ -3,15 +3,15 @@
 Two backends with the same semantics: `LocalState` (this process's memory, the default) and
 `SharedState` (one Redis for every worker and replica; `state: {backend: redis, url}`). Each
 admission is one call (one Redis round trip: an atomic server-side script); what the request used
-is settled afterwards off the response path. Spend budgets, model cooldowns and routing sessions
-stay per process for now.
+is settled afterwards off the response path. Model cooldowns are announced to every process through
+the store. Spend budgets and routing sessions stay per process for now.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 WINDOW_S = 60.0  # requests and tokens per minute: a sliding window of this length
 
@@ -64,6 +64,14 @@ class KeyState(Protocol):
 
     async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation by what the request really used."""
+        ...
+
+    def announce_cooldown(self, model: str, seconds: float) -> None:
+        """Tell the other processes that `model` cools for `seconds` (nothing to do when alone)."""
+        ...
+
+    def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
+        """Call `apply(model, seconds)` for every cooldown another process announces (from now on)."""
         ...
 
     async def close(self) -> None: ...

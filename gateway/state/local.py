@@ -72,5 +72,11 @@ class LocalState:
                 entry[1] = float(tokens)
                 return
 
+    def announce_cooldown(self, model: str, seconds: float) -> None:
+        return None  # one process: its own Health already knows
+
+    def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
+        return None
+
     async def close(self) -> None:
         return None

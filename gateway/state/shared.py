@@ -9,6 +9,8 @@ token reservation another, and releases and settlements go out after the respons
   leases; they expire on their own after the longest a request may live (`lease_ttl_s`), so slots heal.
 * Tokens per minute: reservations in a sorted set (by time) with their amounts in a hash; settling
   overwrites the amount, exact to the token.
+* Model cooldowns: announced on a pub/sub channel (`<prefix>:events`) and applied by every other
+  process's `Health` (a process that starts later learns of cooldowns from then on).
 
 Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
 `local_share` of each limit, marked `degraded`, and Redis is left alone for `retry_after` (a circuit
@@ -20,8 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import time
 from typing import Any, Callable
+
+import orjson
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -107,6 +113,10 @@ class SharedState:
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
         self._pending: set[asyncio.Task[None]] = set()
+        self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"  # this process, on the event channel
+        self._apply: Callable[[str, float], None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- the connection and the breaker --------------------------------------------------------
     def _redis(self) -> Any:
@@ -202,7 +212,62 @@ class SharedState:
             return
         self._later(self._run("settle", [self._key("tpmv", key)], [reservation.entry, tokens]))
 
+    # -- cooldowns over pub/sub -----------------------------------------------------------------
+    @property
+    def channel(self) -> str:
+        return f"{self.config.prefix}:events"
+
+    def announce_cooldown(self, model: str, seconds: float) -> None:
+        if not self.available:
+            return
+        event = orjson.dumps({"type": "cool", "model": model, "seconds": seconds, "origin": self.origin})
+        self._later(self._publish(event))
+
+    async def _publish(self, event: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.config.timeout_s * 4):
+                await self._redis().publish(self.channel, event)
+        except (RedisError, OSError, TimeoutError):
+            log.debug("state: a cooldown announcement was lost")
+
+    def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
+        self._apply = apply  # the latest Health (a reload builds a new one)
+        if self._listener is None:
+            self._listener = asyncio.ensure_future(self._listen())
+
+    async def _listen(self) -> None:
+        """Apply other processes' cooldowns; reconnects after a Redis outage, for as long as this lives."""
+        while not self._closed:
+            client = aioredis.Redis.from_url(self.config.url, socket_connect_timeout=self.config.timeout_s * 4,
+                                             health_check_interval=10)  # fmt: skip
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    while not self._closed:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            self._received(message.get("data"))
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.debug("state: event channel lost (%s); retrying", exc)
+                await asyncio.sleep(self.config.retry_s)
+            finally:
+                await client.aclose()
+
+    def _received(self, data: Any) -> None:
+        try:
+            event = orjson.loads(data)
+        except (orjson.JSONDecodeError, TypeError):
+            return
+        if not isinstance(event, dict) or event.get("origin") == self.origin or self._apply is None:
+            return
+        seconds = event.get("seconds")
+        if event.get("type") == "cool" and isinstance(event.get("model"), str) and isinstance(seconds, (int, float)):
+            self._apply(event["model"], float(seconds))
+
     async def close(self) -> None:
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=1.0)
         if self._client is not None:
