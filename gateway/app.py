@@ -99,6 +99,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     store = config.state_storage
     responses = responses or ResponseStore(store.max_entries, store.ttl_s)
     router = build_router(config)
+    if router is not None and hasattr(ledgers.state, "sessions"):  # shared state: conversations keep their route
+        router.remote_sessions = ledgers.state.sessions(router.settings.session_ttl_s)
     tracing = setup_tracing(config.tracing)
     chain = llm_chain(config, pool, metrics, lifecycle, ledgers, router, tracing, responses)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)

@@ -38,7 +38,7 @@ from router.encoder import MINILM, CompositeEncoder, Encoder, build_encoder
 from router.switch import find_switch
 from router.taxonomy import (FOLLOWUP, Head, Mapping as ClassMapping, head_available, load_head, load_taxonomy,
                              map_routes, route_probs)  # fmt: skip
-from router.turns import Protocol, Turn, latest_turn
+from router.turns import Protocol, Turn, latest_turn, session_key
 
 log = logging.getLogger("junction.router")
 
@@ -517,6 +517,9 @@ class Router:
         self._build_lock = threading.Lock()
         self.build_ms: float | None = None
         self._training: tuple[list[dict[str, Any]], np.ndarray] | None = None
+        # Session states shared with other processes (gateway/state/shared.py): `await load(key)` before a
+        # decision, `save(key, state, known)` after it (off the decision's path). None: this process only.
+        self.remote_sessions: Any = None
 
     # -- the index ------------------------------------------------------------------------------
     def _cache_key(self) -> tuple[int, str]:
@@ -678,10 +681,22 @@ class Router:
         start = time.perf_counter()
         if not self.preferences:
             return Decision(None, (), "no_preferences", {})
+        remote = self.remote_sessions if self.settings.sticky else None
+        known = False
+        if remote is not None:
+            # Another process may have decided this conversation's earlier turns.
+            key = session_key(body, protocol, session_header)
+            found = await remote.load(key)
+            if found is not None:
+                self.sessions.put(key, found)
+                known = True
         turn, state, needs = self._plan_turn(body, protocol, session_header)
         await self.prepare()
         vecs = await self.query_encoder().encode([t for t, _ in needs]) if needs else None
-        return self._finish(turn, state, needs, vecs, start)
+        decision = self._finish(turn, state, needs, vecs, start)
+        if remote is not None and (latest := self.sessions.get(turn.session_key)) is not None:
+            remote.save(turn.session_key, latest, known)
+        return decision
 
     def decide_sync(self, body: dict[str, Any], protocol: Protocol = "anthropic",
                     session_header: str | None = None) -> Decision:  # fmt: skip

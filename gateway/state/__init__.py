@@ -4,7 +4,8 @@ Two backends with the same semantics: `LocalState` (this process's memory, the d
 `SharedState` (one Redis for every worker and replica; `state: {backend: redis, url}`). Each
 admission is one call (one Redis round trip: an atomic server-side script); what the request used
 is settled afterwards off the response path. Model cooldowns are announced to every process through
-the store. Spend budgets and routing sessions stay per process for now.
+the store, and `SharedState.sessions` shares the router's session bindings. Spend budgets stay per
+process for now.
 """
 
 from __future__ import annotations

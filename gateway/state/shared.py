@@ -11,6 +11,9 @@ token reservation another, and releases and settlements go out after the respons
   overwrites the amount, exact to the token.
 * Model cooldowns: announced on a pub/sub channel (`<prefix>:events`) and applied by every other
   process's `Health` (a process that starts later learns of cooldowns from then on).
+* Routing sessions: a conversation's route binding as a small JSON value with the session TTL, read
+  before a decision and written after it; a new conversation's first binding is written only if
+  none exists (first writer wins), so two replicas deciding its first turn at once agree on the next.
 
 Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
 `local_share` of each limit, marked `degraded`, and Redis is left alone for `retry_after` (a circuit
@@ -212,6 +215,10 @@ class SharedState:
             return
         self._later(self._run("settle", [self._key("tpmv", key)], [reservation.entry, tokens]))
 
+    # -- routing sessions ---------------------------------------------------------------------------
+    def sessions(self, ttl_s: float) -> "RemoteSessions":
+        return RemoteSessions(self, ttl_s)
+
     # -- cooldowns over pub/sub -----------------------------------------------------------------
     @property
     def channel(self) -> str:
@@ -273,3 +280,46 @@ class SharedState:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class RemoteSessions:
+    """The router's view of shared session states (`Router.remote_sessions`)."""
+
+    def __init__(self, state: SharedState, ttl_s: float) -> None:
+        self.state = state
+        self.ttl_ms = max(1000, int(ttl_s * 1000))
+
+    def _key(self, session: str) -> str:
+        return f"{self.state.config.prefix}:session:{session}"
+
+    async def load(self, session: str) -> Any:
+        from router.preferences import SessionState
+
+        if not self.state.available:
+            return None
+        try:
+            async with asyncio.timeout(self.state.config.timeout_s):
+                raw = await self.state._redis().get(self._key(session))
+        except (RedisError, OSError, TimeoutError):
+            self.state._down_until = self.state.clock() + self.state.config.retry_s
+            return None
+        try:
+            value = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("fingerprint"), str):
+            return None
+        return SessionState(value.get("route"), value.get("before"), value["fingerprint"])
+
+    def save(self, session: str, state: Any, known: bool) -> None:
+        value = orjson.dumps({"route": state.route, "before": state.before, "fingerprint": state.fingerprint})
+        self.state._later(self._save(self._key(session), value, first=not known))
+
+    async def _save(self, key: str, value: bytes, first: bool) -> None:
+        if not self.state.available:
+            return
+        try:
+            async with asyncio.timeout(self.state.config.timeout_s * 4):
+                await self.state._redis().set(key, value, px=self.ttl_ms, nx=first)
+        except (RedisError, OSError, TimeoutError):
+            log.debug("state: a session binding was not saved")
