@@ -12,6 +12,11 @@ Translation phase (Anthropic client):
                        with the gateway's own reason while it answers 501)
   junction-responses   Responses client -> gateway -> OpenAI-style mock (Responses <-> Chat translation)
   direct-responses     Responses client -> mock /v1/responses
+Shared-state phase (a key with requests-per-minute, in-flight and token limits, so every request is admitted
+and settled):
+  junction-memory      the limits in the gateway's memory (state: {backend: memory})
+  junction-redis       the limits in a local redis-server (state: {backend: redis}); skipped with the reason
+                       when redis-server is not installed
   junction-responses-native  Responses client -> gateway -> mock serving Responses (relayed, not translated)
 
 Method (see shared/docs/gateway-anchors.md 1.8-1.10 and (b)):
@@ -69,6 +74,7 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KNOWN_BAD = ROOT / "requirements" / "known-bad.txt"  # releases published compromised on PyPI
 GATEWAY_KEY = "jk-bench-not-a-secret"
+LIMITED_KEY = "jk-bench-limited-not-a-secret"  # a key with limits high enough never to refuse
 LITELLM_KEY = "sk-bench-not-a-secret"
 REQUEST_TIMEOUT_S = 30.0
 # The prompt is the ~150-byte chat request of the methodology; the reply size comes from knobs.
@@ -295,6 +301,9 @@ def build_arms(settings: Settings) -> dict[str, Arm]:
             auth_headers("openai", "not-a-real-key") + knobs, None),
         Arm("junction-responses-native", "junction", "responses", "bench-responses",
             auth_headers("openai", GATEWAY_KEY), "direct-responses"),
+        # Per-key limits admitted and settled on every request: in memory, and in Redis.
+        Arm("junction-memory", "junction", "openai", "bench-alias", auth_headers("openai", LIMITED_KEY), "direct"),
+        Arm("junction-redis", "junction-redis", "openai", "bench-alias", auth_headers("openai", LIMITED_KEY), "direct"),
     ]  # fmt: skip
     return {arm.name: arm for arm in arms}
 
@@ -319,6 +328,9 @@ def build_phases(settings: Settings) -> list[Phase]:
         phases.append(Phase("translation stream c=1", True, 1,
                             ("direct", "direct-anthropic", "direct-responses", "junction-relay",
                              "junction-translated", "junction-responses", "junction-responses-native")))  # fmt: skip
+    for stream in (False, True):
+        phases.append(Phase(f"shared state {'stream' if stream else 'non-stream'} c=1", stream, 1,
+                            ("direct", "junction-memory", "junction-redis")))  # fmt: skip
     return phases
 
 
@@ -489,6 +501,9 @@ class Server:
             if self.proc.poll() is not None:
                 return f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
             with contextlib.suppress(OSError, http.client.HTTPException):
+                if not self.health_path:  # not HTTP (redis-server): accepting connections is enough
+                    socket.create_connection((HOST, self.port), timeout=2).close()
+                    return None
                 conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
                 conn.request("GET", self.health_path)
                 if conn.getresponse().status == 200:
@@ -534,9 +549,10 @@ def yaml_knob_headers(knobs: dict[str, str]) -> str:
     return "".join(f'\n        {name}: "{value}"' for name, value in knob_headers(knobs))
 
 
-def gateway_config(mock_port: int, gw_port: int, knobs: dict[str, str]) -> str:
+def gateway_config(mock_port: int, gw_port: int, knobs: dict[str, str], redis_port: int | None = None) -> str:
     headers = yaml_knob_headers(knobs)
-    return f"""version: v0.4.0
+    state = f"state: {{ backend: redis, url: 'redis://{HOST}:{redis_port}/0' }}\n" if redis_port else ""
+    return state + f"""version: v0.4.0
 llm_providers:
   - model: mock/bench-openai
     base_url: http://{HOST}:{mock_port}/v1
@@ -558,6 +574,11 @@ model_aliases:
 gateway_keys:
   - name: bench
     key: $JUNCTION_BENCH_KEY
+  - name: limited
+    key: $JUNCTION_BENCH_LIMITED_KEY
+    rpm: 1000000000
+    tpm: 1000000000000
+    max_parallel: 1000000
 listeners:
   - {{ type: model, name: bench, address: {HOST}, port: {gw_port} }}
 """
@@ -1036,6 +1057,16 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[str]:
                          f"{'PASS' if ratio <= 0.1 else 'FAIL'}")  # fmt: skip
     lines += translation_cost(summaries)
     for s in summaries:
+        if not s["name"].startswith("shared state"):
+            continue
+        memory = s["arms"].get("junction-memory", {}).get("added_total_ms", {}).get("p50")
+        shared = s["arms"].get("junction-redis", {}).get("added_total_ms", {}).get("p50")
+        if memory is None or shared is None:
+            lines.append(f"- {s['name']}: redis vs memory not measured (see skipped)")
+            continue
+        lines.append(f"- target redis within 0.5 ms of memory at c=1 ({s['name']}): {shared:+.2f} vs {memory:+.2f} ms "
+                     f"added p50 = {shared - memory:+.2f} ms -> {'PASS' if shared - memory <= 0.5 else 'FAIL'}")  # fmt: skip
+    for s in summaries:
         for name, e in s["arms"].items():
             if "self_reported_ms" not in e:
                 continue
@@ -1146,6 +1177,20 @@ def start_servers(settings: Settings, workdir: Path, env_info: dict[str, Any], s
                                               "--host", HOST, "--port", str(gw_port), "--log-level", "warning"],
                                  gw_port, "/healthz", workdir / "junction.log")  # fmt: skip
     env_info["configs"] = {"junction": (workdir / "junction.yaml").read_text()}
+    redis = shutil.which("redis-server") or shutil.which("valkey-server")
+    if redis is None:
+        skip_server(env_info, "junction-redis", "redis-server is not installed (make servers installs it)")
+    else:
+        redis_port, gw2_port = free_port(), free_port()
+        (workdir / "junction-redis.yaml").write_text(gateway_config(mock_port, gw2_port, settings.knobs, redis_port))
+        env_info["configs"]["junction-redis"] = (workdir / "junction-redis.yaml").read_text()
+        servers["redis"] = Server("redis", [redis, "--port", str(redis_port), "--bind", HOST, "--save", "",
+                                            "--appendonly", "no", "--dir", str(workdir)],
+                                  redis_port, "", workdir / "redis.log")  # fmt: skip
+        servers["junction-redis"] = Server("junction-redis", [str(junction), "serve", "--config",
+                                                              str(workdir / "junction-redis.yaml"), "--host", HOST,
+                                                              "--port", str(gw2_port), "--log-level", "warning"],
+                                           gw2_port, "/healthz", workdir / "junction-redis.log")  # fmt: skip
     why = litellm_unavailable() if settings.litellm else "--no-litellm given"
     if why:
         skip_server(env_info, "litellm", why)
@@ -1156,10 +1201,13 @@ def start_servers(settings: Settings, workdir: Path, env_info: dict[str, Any], s
         argv = [str(BENCH_VENV / "bin" / "litellm"), "--config", str(workdir / "litellm.yaml"), "--host", HOST,
                 "--port", str(lport), "--num_workers", "1", "--telemetry", "False"]  # fmt: skip
         servers["litellm"] = Server("litellm", argv, lport, "/health/liveliness", workdir / "litellm.log")
-    gw_env = dict(os.environ, JUNCTION_BENCH_KEY=GATEWAY_KEY)
+    gw_env = dict(os.environ, JUNCTION_BENCH_KEY=GATEWAY_KEY, JUNCTION_BENCH_LIMITED_KEY=LIMITED_KEY)
     # Start everything first, then wait: LiteLLM's ~15 s start overlaps the others'.
     servers["mock"].start(dict(os.environ), rig_cpus)
     servers["junction"].start(gw_env, proxy_cpus)
+    if "redis" in servers:  # beside the mock: the store is part of the rig, the gateway is measured
+        servers["redis"].start(dict(os.environ), rig_cpus)
+        servers["junction-redis"].start(gw_env, proxy_cpus)
     if "litellm" in servers:
         servers["litellm"].start(litellm_env(), proxy_cpus)
 

@@ -54,7 +54,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Routing(app, config, router, metrics)
     app = Aliases(app, config)
     app = Intake(app, config.limits, responses)
-    app = Auth(app, config, ledgers.state)
+    app = Auth(app, config)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
     return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle)
 

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from gateway.config import SharedState as StateConfig
-from gateway.state import KeyState
+from gateway.state import KeyState, Limits
 from gateway.state.local import LocalState
 
 
@@ -41,54 +41,61 @@ def run(body: Callable[[KeyState], Awaitable[None]], state: KeyState) -> None:
 
 def test_requests_per_minute_count_only_admitted_requests(make_state: Callable[[], KeyState]) -> None:
     async def body(state: KeyState) -> None:
-        verdicts = [await state.admit("k", 5, None, f"r{i}") for i in range(8)]
+        verdicts = [await state.admit("k", Limits(rpm=5), 0, f"r{i}") for i in range(8)]
         assert [v.ok for v in verdicts] == [True] * 5 + [False] * 3
         assert [v.count for v in verdicts[:5]] == [1, 2, 3, 4, 5]
         assert verdicts[5].refused == "rpm" and 55 < verdicts[5].reset_s <= 60 and verdicts[5].retry_after >= 55
-        assert (await state.admit("other", 5, None, "x")).ok  # per key
+        assert (await state.admit("other", Limits(rpm=5), 0, "x")).ok  # per key
 
     run(body, make_state())
 
 
 def test_parallel_slots_are_taken_and_given_back(make_state: Callable[[], KeyState]) -> None:
     async def body(state: KeyState) -> None:
-        first, second = await state.admit("k", None, 2, "a"), await state.admit("k", None, 2, "b")
-        third = await state.admit("k", None, 2, "c")
+        two = Limits(max_parallel=2)
+        first, second = await state.admit("k", two, 0, "a"), await state.admit("k", two, 0, "b")
+        third = await state.admit("k", two, 0, "c")
         assert first.ok and second.ok and not third.ok and third.refused == "parallel" and third.count == 2
-        await state.release("k", first)
-        await asyncio.sleep(0.05)  # the shared backend releases off the response path
-        assert (await state.admit("k", None, 2, "d")).ok
-        # a request refused by its rate limit takes no slot
-        limited = [await state.admit("j", 1, 5, f"j{i}") for i in range(3)]
+        await state.settle("k", first, 0)
+        await asyncio.sleep(0.05)  # the shared backend settles off the response path
+        assert (await state.admit("k", two, 0, "d")).ok
+        # a request refused by one limit takes nothing under the others
+        limited = [await state.admit("j", Limits(rpm=1, max_parallel=5), 0, f"j{i}") for i in range(3)]
         assert [v.refused for v in limited] == [None, "rpm", "rpm"]
-        assert (await state.admit("j", None, 2, "j9")).ok and (await state.admit("j", None, 2, "j10")).ok is False
+        assert (await state.admit("j", two, 0, "j9")).ok and not (await state.admit("j", two, 0, "j10")).ok
 
     run(body, make_state())
 
 
 def test_tokens_are_reserved_then_settled_exactly(make_state: Callable[[], KeyState]) -> None:
     async def body(state: KeyState) -> None:
-        first = await state.reserve("k", 1000, 700, "a")
-        assert first.ok and first.used == 0
-        assert not (await state.reserve("k", 1000, 400, "b")).ok  # 700 reserved + 400 > 1000
+        limit = Limits(tpm=1000)
+        first = await state.admit("k", limit, 700, "a")
+        assert first.ok and first.used == 0 and first.entry is not None
+        assert (await state.admit("k", limit, 400, "b")).refused == "tpm"  # 700 reserved + 400 > 1000
         await state.settle("k", first, 123)  # the answer used less than reserved
         await asyncio.sleep(0.05)
-        second = await state.reserve("k", 1000, 877, "c")  # 123 + 877 = 1000: exactly the limit
+        second = await state.admit("k", limit, 877, "c")  # 123 + 877 = 1000: exactly the limit
         assert second.ok and second.used == 123
-        refused = await state.reserve("k", 1000, 1, "d")
-        assert not refused.ok and refused.used == 1000 and refused.retry_after >= 55
-        lonely = await state.reserve("big", 10, 50, "e")  # an empty window admits one oversized request
-        assert lonely.ok and not (await state.reserve("big", 10, 1, "f")).ok
+        refused = await state.admit("k", limit, 1, "d")
+        assert refused.refused == "tpm" and refused.used == 1000 and refused.retry_after >= 55
+        lonely = await state.admit("big", Limits(tpm=10), 50, "e")  # an empty window admits one oversized request
+        assert lonely.ok and not (await state.admit("big", Limits(tpm=10), 1, "f")).ok
+        # refused by tokens: the request is not counted against the minute either
+        both = Limits(rpm=2, tpm=10)
+        assert (await state.admit("m", both, 8, "m1")).ok and (await state.admit("m", both, 8, "m2")).refused == "tpm"
+        assert (await state.admit("m", both, 1, "m3")).count == 2
 
     run(body, make_state())
 
 
 def test_a_dead_workers_lease_expires_on_its_own(redis_service: Any) -> None:
     async def body(state: KeyState) -> None:
-        held = await state.admit("k", None, 1, "dies-with-its-worker")  # never released
-        assert held.ok and not (await state.admit("k", None, 1, "b")).ok
+        one = Limits(max_parallel=1)
+        held = await state.admit("k", one, 0, "dies-with-its-worker")  # never settled
+        assert held.ok and not (await state.admit("k", one, 0, "b")).ok
         await asyncio.sleep(1.3)
-        assert (await state.admit("k", None, 1, "c")).ok
+        assert (await state.admit("k", one, 0, "c")).ok
 
     run(body, shared(redis_service, lease_ttl_s=1.0))
 
@@ -98,12 +105,13 @@ def test_an_unreachable_redis_degrades_to_a_local_share_and_recovers(redis_servi
 
     async def body(state: Any) -> None:
         state.on_degraded = degraded.append
-        assert not (await state.admit("k", 4, None, "a")).degraded
+        four = Limits(rpm=4)
+        assert not (await state.admit("k", four, 0, "a")).degraded
         redis_service.stop()
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            verdicts = [await state.admit("k", 4, None, f"b{i}") for i in range(4)]
+            verdicts = [await state.admit("k", four, 0, f"b{i}") for i in range(4)]
             # one short timeout, then the breaker answers locally without waiting
             assert loop.time() - started < 0.5
             assert all(v.degraded for v in verdicts) and [v.ok for v in verdicts] == [True, True, False, False]
@@ -111,7 +119,7 @@ def test_an_unreachable_redis_degrades_to_a_local_share_and_recovers(redis_servi
         finally:
             redis_service.start()
         await asyncio.sleep(0.35)  # the breaker's retry_after
-        back = await state.admit("k", 4, None, "c")
+        back = await state.admit("k", four, 0, "c")
         assert back.ok and not back.degraded
 
     run(body, shared(redis_service, timeout_s=0.1, retry_s=0.3, local_share=0.5))

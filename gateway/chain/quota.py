@@ -1,4 +1,5 @@
-"""Quota layer: a key's tokens per minute and spend budget, both reserved before the upstream call.
+"""Quota layer: a key's limits (requests per minute, requests in flight, tokens per minute) admitted in
+one call to the key state, and its spend budget, both before the upstream call.
 
 A reservation is the request's input estimate plus its `max_tokens` (priced with the dearest
 model the request may fail over to, for a budget), taken before any upstream call and settled to
@@ -18,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.call import Call, get_call
-from gateway.chain.auth import DEGRADED_HEADER
 from gateway.chain.translate import counted_input
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
-from gateway.state import KeyState
+from gateway.state import Admission, KeyState, Limits
 from gateway.state.local import LocalState
 from models.providers import ApiStyle
 from models.tokens import count_anthropic_tokens
@@ -110,6 +110,32 @@ def charge(call: Call, estimated: tuple[int, int]) -> tuple[int, int] | None:
             call.output_tokens if call.output_tokens is not None else estimated[1])  # fmt: skip
 
 
+DEGRADED_HEADER = "x-junction-state"  # "degraded": limits were decided per process (shared store unreachable)
+
+
+def limit_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    """OpenAI-style rate-limit headers, which clients of both protocols understand."""
+    return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.0f}s"}  # fmt: skip
+
+
+def refusal(key: GatewayKey, admission: Admission, tokens: int) -> GatewayError:
+    """The 429 for a request one of its key's limits refused."""
+    wait = admission.retry_after
+    if admission.refused == "parallel":
+        return GatewayError(f"key '{key.name}' already has {admission.count} requests in flight "
+                            f"(limit {key.max_parallel})", status=429, code="too_many_parallel_requests",
+                            headers={"retry-after": str(wait)})  # fmt: skip
+    if admission.refused == "tpm":
+        return GatewayError(f"token limit of {key.tpm} per minute reached for key '{key.name}' ({int(admission.used)} "
+                            f"used or reserved, this request needs about {tokens}); retry in {wait} s", status=429,
+                            code="token_rate_limit_exceeded", headers={"retry-after": str(wait)})  # fmt: skip
+    assert key.rpm is not None
+    return GatewayError(f"rate limit of {key.rpm} requests per minute reached for key '{key.name}'; retry in {wait} s",
+                        status=429, code="rate_limit_exceeded",
+                        headers={"retry-after": str(wait), **limit_headers(key.rpm, 0, admission.reset_s)})  # fmt: skip
+
+
 class Quota:
     """Sits after routing: a budget depends on which models may serve the request."""
 
@@ -121,41 +147,48 @@ class Quota:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
         key = call.key
-        if key is None or (key.tpm is None and key.budget_usd is None) or call.body is None or call.endpoint != "chat":
+        limited = key is not None and (key.rpm is not None or key.max_parallel is not None or key.tpm is not None
+                                       or key.budget_usd is not None)  # fmt: skip
+        if not limited or call.body is None or call.endpoint not in ("chat", "count_tokens"):
             await self.app(scope, receive, send)
             return
-        estimated = estimate(call.body, call.body_size, await counted_input(call))
+        assert key is not None
+        chat = call.endpoint == "chat"
+        # Tokens and spend are a chat call's; a token count still counts against requests and slots.
+        estimated = estimate(call.body, call.body_size, await counted_input(call)) if chat and \
+            (key.tpm is not None or key.budget_usd is not None) else (0, 0)  # fmt: skip
+        limits = Limits(key.rpm, key.max_parallel, key.tpm if chat else None)
         state = self.ledgers.state
-        reservation = await state.reserve(key.name, key.tpm, sum(estimated), call.request_id) if key.tpm is not None else None
-        if reservation is not None:
-            if reservation.degraded:
+        admission = None
+        if limits.any:
+            admission = await state.admit(key.name, limits, sum(estimated), call.request_id)
+            if admission.degraded:
                 call.extra_headers[DEGRADED_HEADER] = "degraded"
-            if not reservation.ok:
-                raise GatewayError(f"token limit of {key.tpm} per minute reached for key '{key.name}' "
-                                   f"({int(reservation.used)} used or reserved, this request needs about "
-                                   f"{sum(estimated)}); retry in {reservation.retry_after} s", status=429,
-                                   code="token_rate_limit_exceeded", headers={"retry-after": str(reservation.retry_after)})  # fmt: skip
-        account, max_cost = None, 0.0
-        if key.budget_usd is not None:
-            prices = [p.pricing for p in call.candidates if p.pricing is not None]
-            max_cost = max((p.cost(*estimated) for p in prices), default=0.0)
-            try:
-                account = self.ledgers.budgets.reserve(key, max_cost, call.protocol)
-            except GatewayError:
-                if reservation is not None:
-                    await state.settle(key.name, reservation, 0)  # refused: nothing was used
-                raise
-            call.extra_headers["x-junction-budget-remaining-usd"] = \
-                f"{max(0.0, key.budget_usd - account.spent - account.reserved + max_cost):.6f}"
+            if not admission.ok:
+                raise refusal(key, admission, sum(estimated))
+            if key.rpm is not None:
+                call.extra_headers.update(limit_headers(key.rpm, max(0, key.rpm - admission.count), admission.reset_s))
+        billed: tuple[int, int] | None = None
         try:
-            await self.app(scope, receive, send)
+            account, max_cost = None, 0.0
+            if key.budget_usd is not None and chat:
+                prices = [p.pricing for p in call.candidates if p.pricing is not None]
+                max_cost = max((p.cost(*estimated) for p in prices), default=0.0)
+                account = self.ledgers.budgets.reserve(key, max_cost, call.protocol)
+                call.extra_headers["x-junction-budget-remaining-usd"] = \
+                    f"{max(0.0, key.budget_usd - account.spent - account.reserved + max_cost):.6f}"
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                billed = charge(call, estimated) if chat else None
+                if account is not None:
+                    pricing = call.provider.pricing if call.provider is not None else None
+                    cost = pricing.cost(*billed) if billed and pricing is not None else 0.0
+                    self.ledgers.budgets.settle(account, max_cost, cost)
+                    if self.metrics is not None:
+                        self.metrics.spend.labels(key.name).inc(cost)
         finally:
-            billed = charge(call, estimated)
-            if reservation is not None:
-                await state.settle(key.name, reservation, sum(billed) if billed else 0)
-            if account is not None:
-                pricing = call.provider.pricing if call.provider is not None else None
-                cost = pricing.cost(*billed) if billed and pricing is not None else 0.0
-                self.ledgers.budgets.settle(account, max_cost, cost)
-                if self.metrics is not None:
-                    self.metrics.spend.labels(key.name).inc(cost)
+            # However the request ended (done, failed, refused by its budget, or the client left): the slot
+            # comes back and the reservation becomes what was used.
+            if admission is not None:
+                await state.settle(key.name, admission, sum(billed) if billed else 0)

@@ -1,9 +1,9 @@
 """Per-key limit state: requests per minute, requests in flight, tokens per minute.
 
 Two backends with the same semantics: `LocalState` (this process's memory, the default) and
-`SharedState` (one Redis for every worker and replica; `state: {backend: redis, url}`). Each
-admission is one call (one Redis round trip: an atomic server-side script); what the request used
-is settled afterwards off the response path. Model cooldowns are announced to every process through
+`SharedState` (one Redis for every worker and replica; `state: {backend: redis, url}`). A request's
+admission under all of its key's limits is one call (one Redis round trip: an atomic server-side
+script); what it used is settled in one more afterwards, off the response path. Model cooldowns are announced to every process through
 the store, and `SharedState.sessions` shares the router's session bindings. Spend budgets stay per
 process for now.
 """
@@ -18,53 +18,47 @@ WINDOW_S = 60.0  # requests and tokens per minute: a sliding window of this leng
 
 
 @dataclass(frozen=True)
+class Limits:
+    """One key's limits (None: none of that kind)."""
+
+    rpm: int | None = None  # requests per minute
+    max_parallel: int | None = None  # requests in flight
+    tpm: int | None = None  # tokens per minute (input + output)
+
+    @property
+    def any(self) -> bool:
+        return self.rpm is not None or self.max_parallel is not None or self.tpm is not None
+
+
+@dataclass(frozen=True)
 class Admission:
-    """The verdict on one request of a key (requests per minute and in flight)."""
+    """The verdict on one request of a key: admitted (with what to settle afterwards) or refused by one
+    limit, in which case nothing was counted or taken."""
 
     ok: bool
-    refused: str | None = None  # "rpm" or "parallel"
-    count: int = 0  # requests in the window (with this one when admitted) or in flight when refused
-    reset_s: float = WINDOW_S  # until the oldest request of the window leaves it
-    lease: str | None = None  # the in-flight slot to release, when the key has max_parallel
-    degraded: bool = False  # decided locally because the shared store was unreachable
+    refused: str | None = None  # "parallel", "rpm" or "tpm"
+    count: int = 0  # requests in the minute (this one included when admitted), or in flight when refused so
+    reset_s: float = WINDOW_S  # until the oldest request (or, refused by tpm, reservation) leaves the window
+    used: float = 0.0  # tokens used or reserved in the window before this request
+    lease: str | None = None  # the in-flight slot to give back, when the key has max_parallel
+    entry: str | None = None  # the token reservation to settle, when the key has tpm
+    degraded: bool = False  # decided by this process alone because the shared store was unreachable
 
     @property
     def retry_after(self) -> int:
         return 1 if self.refused == "parallel" else max(1, math.ceil(self.reset_s))
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """The verdict on a key's tokens for one request: reserved (`entry` to settle) or refused."""
-
-    ok: bool
-    used: float = 0.0  # tokens used or reserved in the window before this request
-    reset_s: float = WINDOW_S
-    entry: str | None = None
-    degraded: bool = False
-
-    @property
-    def retry_after(self) -> int:
-        return max(1, math.ceil(self.reset_s))
-
-
 class KeyState(Protocol):
-    async def admit(self, key: str, rpm: int | None, max_parallel: int | None, request_id: str) -> Admission:
-        """Count one request against `rpm` and take a slot under `max_parallel` (either may be None), or
-        refuse without counting it."""
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
+        """Check every limit of the key at once: count the request against `rpm`, take a slot under
+        `max_parallel` and reserve `tokens` under `tpm`, or refuse without touching any. The first
+        reservation of an empty token window is always admitted, so one request larger than the limit is
+        not refused forever."""
         ...
 
-    async def release(self, key: str, admission: Admission) -> None:
-        """Give back the in-flight slot of an admitted request."""
-        ...
-
-    async def reserve(self, key: str, tpm: int, tokens: int, request_id: str) -> Reservation:
-        """Reserve `tokens` of the key's tokens per minute, or refuse (the first request of an empty window
-        is always admitted, so a single request larger than the limit is not refused forever)."""
-        ...
-
-    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
-        """Replace a reservation by what the request really used."""
+    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
+        """After the request: give its slot back and replace its reservation by the `tokens` it used."""
         ...
 
     def announce_cooldown(self, model: str, seconds: float) -> None:

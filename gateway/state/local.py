@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from gateway.state import WINDOW_S, Admission, Reservation
+from gateway.state import WINDOW_S, Admission, Limits
 
 
 class LocalState:
@@ -26,51 +26,45 @@ class LocalState:
     def _limit(self, value: int) -> int:
         return max(1, math.floor(value * self.share)) if self.share < 1 else value
 
-    async def admit(self, key: str, rpm: int | None, max_parallel: int | None, request_id: str) -> Admission:
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
         now = self.clock()
-        if max_parallel is not None:
-            running = self._running.get(key, 0)
-            if running >= self._limit(max_parallel):
-                return Admission(False, "parallel", running)
-        count, reset = 0, WINDOW_S
-        if rpm is not None:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - WINDOW_S:
-                hits.popleft()
-            reset = hits[0] + WINDOW_S - now if hits else WINDOW_S
-            if len(hits) >= self._limit(rpm):
-                return Admission(False, "rpm", len(hits), reset)
-            hits.append(now)
-            count = len(hits)
-        lease = None
-        if max_parallel is not None:
-            self._running[key] = self._running.get(key, 0) + 1
-            lease = request_id
-        return Admission(True, None, count, reset, lease)
-
-    async def release(self, key: str, admission: Admission) -> None:
-        if admission.lease is not None and self._running.get(key, 0) > 0:
-            self._running[key] -= 1
-
-    def running(self, key: str) -> int:
-        return self._running.get(key, 0)
-
-    async def reserve(self, key: str, tpm: int, tokens: int, request_id: str) -> Reservation:
-        now = self.clock()
+        if limits.max_parallel is not None and self._running.get(key, 0) >= self._limit(limits.max_parallel):
+            return Admission(False, "parallel", self._running.get(key, 0))
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - WINDOW_S:
+            hits.popleft()
+        reset = hits[0] + WINDOW_S - now if hits else WINDOW_S
+        if limits.rpm is not None and len(hits) >= self._limit(limits.rpm):
+            return Admission(False, "rpm", len(hits), reset)
         entries = self._tokens.setdefault(key, deque())
         while entries and float(entries[0][0]) <= now - WINDOW_S:
             entries.popleft()
         used = sum(float(e[1]) for e in entries)
-        if entries and used + tokens > self._limit(tpm):
-            return Reservation(False, used, float(entries[0][0]) + WINDOW_S - now)
-        entries.append([now, float(tokens), request_id])
-        return Reservation(True, used, WINDOW_S, request_id)
+        if limits.tpm is not None and entries and used + tokens > self._limit(limits.tpm):
+            return Admission(False, "tpm", len(hits), float(entries[0][0]) + WINDOW_S - now, used)
+        # every limit holds: now count, reserve and take
+        count = 0
+        if limits.rpm is not None:
+            hits.append(now)
+            count = len(hits)
+        entry = None
+        if limits.tpm is not None:
+            entries.append([now, float(tokens), request_id])
+            entry = request_id
+        lease = None
+        if limits.max_parallel is not None:
+            self._running[key] = self._running.get(key, 0) + 1
+            lease = request_id
+        return Admission(True, None, count, reset, used, lease, entry)
 
-    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
-        for entry in self._tokens.get(key, ()):
-            if entry[2] == reservation.entry:
-                entry[1] = float(tokens)
-                return
+    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
+        if admission.lease is not None and self._running.get(key, 0) > 0:
+            self._running[key] -= 1
+        if admission.entry is not None:
+            for entry in self._tokens.get(key, ()):
+                if entry[2] == admission.entry:
+                    entry[1] = float(tokens)
+                    break
 
     def announce_cooldown(self, model: str, seconds: float) -> None:
         return None  # one process: its own Health already knows

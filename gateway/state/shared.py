@@ -1,8 +1,7 @@
 """`SharedState`: per-key limits in one Redis (>= 7, or Valkey) for every worker and replica.
 
 Each decision is one atomic Lua script on the server, timed by the server's clock (replicas' clocks
-may differ): a request's admission (requests per minute and an in-flight lease) is one round trip, a
-token reservation another, and releases and settlements go out after the response, off its path.
+may differ).
 
 * Requests per minute: a sorted set of request ids scored by time, trimmed to the last minute.
 * In flight: a sorted set of leases scored by their expiry. A worker that dies never releases its
@@ -14,6 +13,9 @@ token reservation another, and releases and settlements go out after the respons
 * Routing sessions: a conversation's route binding as a small JSON value with the session TTL, read
   before a decision and written after it; a new conversation's first binding is written only if
   none exists (first writer wins), so two replicas deciding its first turn at once agree on the next.
+
+A request's admission under all of its key's limits is one script (one round trip); its settlement
+(the slot given back, the reservation replaced by the usage) another, sent after the response.
 
 Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
 `local_share` of each limit, marked `degraded`, and Redis is left alone for `retry_after` (a circuit
@@ -28,6 +30,7 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import orjson
@@ -36,22 +39,24 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.config import SharedState as StateConfig
-from gateway.state import WINDOW_S, Admission, Reservation
+from gateway.state import WINDOW_S, Admission, Limits
 from gateway.state.local import LocalState
 
 log = logging.getLogger("junction.state")
 
-# KEYS: requests-per-minute set, leases set. ARGV: rpm (-1: none), max_parallel (-1: none), request id,
-# lease ttl ms, window ms. Returns {admitted, refused, count, reset_ms}.
+# KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash).
+# ARGV: rpm, max_parallel, tpm (-1: none), tokens, request id, lease ttl ms, window ms.
+# Every limit is checked before anything is counted, so a refusal leaves no trace.
+# Returns {admitted, refused, count, reset_ms, used}; `used` as a string (replies would truncate a float).
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, par, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local ttl, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local rpm, par, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, id, ttl, window = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 if par >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   local running = redis.call('ZCARD', KEYS[2])
-  if running >= par then return {0, 'parallel', running, 0} end
+  if running >= par then return {0, 'parallel', running, 0, '0'} end
 end
 local count, reset = 0, window
 if rpm >= 0 then
@@ -59,46 +64,46 @@ if rpm >= 0 then
   count = redis.call('ZCARD', KEYS[1])
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if #oldest > 0 then reset = tonumber(oldest[2]) + window - now end
-  if count >= rpm then return {0, 'rpm', count, reset} end
+  if count >= rpm then return {0, 'rpm', count, reset, '0'} end
+end
+local used = 0
+if tpm >= 0 then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+    redis.call('HDEL', KEYS[4], unpack(old))
+  end
+  for _, v in ipairs(redis.call('HVALS', KEYS[4])) do used = used + tonumber(v) end
+  if redis.call('ZCARD', KEYS[3]) > 0 and used + tokens > tpm then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {0, 'tpm', count, tonumber(oldest[2]) + window - now, tostring(used)}
+  end
+end
+if rpm >= 0 then
   redis.call('ZADD', KEYS[1], now, id)
   redis.call('PEXPIRE', KEYS[1], window)
   count = count + 1
+end
+if tpm >= 0 then
+  redis.call('ZADD', KEYS[3], now, id)
+  redis.call('HSET', KEYS[4], id, tokens)
+  redis.call('PEXPIRE', KEYS[3], window)
+  redis.call('PEXPIRE', KEYS[4], window)
 end
 if par >= 0 then
   redis.call('ZADD', KEYS[2], now + ttl, id)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return {1, '', count, reset}
+return {1, '', count, reset, tostring(used)}
 """
 
-# KEYS: reservation times (sorted set), amounts (hash). ARGV: tpm, tokens, request id, window ms.
-# Returns {admitted, used, reset_ms}; `used` as a string (Lua numbers lose nothing, replies would).
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tpm, tokens, id, window = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if #old > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  redis.call('HDEL', KEYS[2], unpack(old))
-end
-local used = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do used = used + tonumber(v) end
-local n = redis.call('ZCARD', KEYS[1])
-if n > 0 and used + tokens > tpm then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tostring(used), tonumber(oldest[2]) + window - now}
-end
-redis.call('ZADD', KEYS[1], now, id)
-redis.call('HSET', KEYS[2], id, tokens)
-redis.call('PEXPIRE', KEYS[1], window)
-redis.call('PEXPIRE', KEYS[2], window)
-return {1, tostring(used), window}
-"""
-
-# KEYS: amounts (hash). ARGV: request id, tokens. A reservation already out of the window stays out.
+# KEYS: leases set, reservation amounts (hash). ARGV: request id, give back the lease (1/0), tokens (-1: no
+# reservation). A reservation already out of the window stays out.
 _SETTLE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[2] == '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if tonumber(ARGV[3]) >= 0 and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
 return 1
 """
 
@@ -127,8 +132,7 @@ class SharedState:
             timeout = self.config.timeout_s
             self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=timeout,
                                                    socket_connect_timeout=timeout, retry_on_timeout=False)  # fmt: skip
-            self._scripts = {name: self._client.register_script(code)
-                             for name, code in (("admit", _ADMIT), ("reserve", _RESERVE), ("settle", _SETTLE))}  # fmt: skip
+            self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE))}
         return self._client
 
     @property
@@ -167,53 +171,31 @@ class SharedState:
         task.add_done_callback(self._pending.discard)
 
     # -- KeyState --------------------------------------------------------------------------------
-    async def admit(self, key: str, rpm: int | None, max_parallel: int | None, request_id: str) -> Admission:
-        args = [-1 if rpm is None else rpm, -1 if max_parallel is None else max_parallel, request_id,
-                self.lease_ttl_ms, int(WINDOW_S * 1000)]  # fmt: skip
-        reply = await self._run("admit", [self._key("rpm", key), self._key("run", key)], args)
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
+        def arg(value: int | None) -> int:
+            return -1 if value is None else value
+
+        keys = [self._key(kind, key) for kind in ("rpm", "run", "tpm", "tpmv")]
+        args = [arg(limits.rpm), arg(limits.max_parallel), arg(limits.tpm), tokens, request_id, self.lease_ttl_ms,
+                int(WINDOW_S * 1000)]  # fmt: skip
+        reply = await self._run("admit", keys, args)
         if reply is None:
             self._degraded("admit")
-            local = await self.local.admit(key, rpm, max_parallel, request_id)
-            return Admission(local.ok, local.refused, local.count, local.reset_s, local.lease, degraded=True)
-        ok, refused, count, reset_ms = reply
+            return replace(await self.local.admit(key, limits, tokens, request_id), degraded=True)
+        ok, refused, count, reset_ms, used = reply
         refused = refused.decode() if isinstance(refused, bytes) else refused
-        return Admission(bool(ok), refused or None, int(count), int(reset_ms) / 1000,
-                         request_id if ok and max_parallel is not None else None)  # fmt: skip
+        return Admission(bool(ok), refused or None, int(count), int(reset_ms) / 1000, float(used),
+                         request_id if ok and limits.max_parallel is not None else None,
+                         request_id if ok and limits.tpm is not None else None)  # fmt: skip
 
-    async def release(self, key: str, admission: Admission) -> None:
-        if admission.lease is None:
+    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
+        if admission.lease is None and admission.entry is None:
             return
         if admission.degraded:
-            await self.local.release(key, admission)
+            await self.local.settle(key, admission, tokens)
             return
-        self._later(self._release(key, admission.lease))
-
-    async def _release(self, key: str, lease: str) -> None:
-        if not self.available:
-            return  # the lease expires on its own
-        try:
-            async with asyncio.timeout(self.config.timeout_s * 4):
-                await self._redis().zrem(self._key("run", key), lease)
-        except (RedisError, OSError, TimeoutError):
-            log.debug("state: a lease of %s was left to expire", key)
-
-    async def reserve(self, key: str, tpm: int, tokens: int, request_id: str) -> Reservation:
-        reply = await self._run("reserve", [self._key("tpm", key), self._key("tpmv", key)],
-                                [tpm, tokens, request_id, int(WINDOW_S * 1000)])  # fmt: skip
-        if reply is None:
-            self._degraded("reserve")
-            local = await self.local.reserve(key, tpm, tokens, request_id)
-            return Reservation(local.ok, local.used, local.reset_s, local.entry, degraded=True)
-        ok, used, reset_ms = reply
-        return Reservation(bool(ok), float(used), int(reset_ms) / 1000, request_id if ok else None)
-
-    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
-        if reservation.entry is None:
-            return
-        if reservation.degraded:
-            await self.local.settle(key, reservation, tokens)
-            return
-        self._later(self._run("settle", [self._key("tpmv", key)], [reservation.entry, tokens]))
+        args = [admission.lease or admission.entry, 1 if admission.lease else 0, tokens if admission.entry else -1]
+        self._later(self._run("settle", [self._key("run", key), self._key("tpmv", key)], args))
 
     # -- routing sessions ---------------------------------------------------------------------------
     def sessions(self, ttl_s: float) -> "RemoteSessions":
