@@ -66,8 +66,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.reload import Reloadable
-
     config = _load_or_exit(args.config)
     redact.install(redact.Redactor(config.secrets()))
     listener = config.listeners[0] if config.listeners else None
@@ -76,9 +74,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.auth_enabled:
         exposure = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else f"ALL clients that reach {host}"
         log.warning("no gateway_keys configured: the gateway is open to %s", exposure)
-    app = Reloadable(args.config, config)
     if args.no_access_log:
         logging.getLogger("junction.access").setLevel(logging.WARNING)
+    if args.workers < 1:
+        log.error("--workers must be at least 1, got %d", args.workers)
+        return 2
+    if args.workers > 1:
+        if config.state.backend == "memory" and not args.allow_local_state:
+            log.error("--workers %d with per-key limits in each worker's memory would give every key %d times its "
+                      "limits: configure a shared store (state: {backend: redis, url: ...}), or pass "
+                      "--allow-local-state if that is what you want", args.workers, args.workers)  # fmt: skip
+            return 2
+        from gateway import workers
+
+        if workers.needs_reexec():
+            workers.reexec_with_metrics_folder()  # does not return
+        return workers.supervise(args.workers, host, port, lambda sock: _serve(args, config, host, port, [sock]))
+    _serve(args, config, host, port)
+    return 0
+
+
+def _serve(args: argparse.Namespace, config: Config, host: str, port: int, sockets: list[Any] | None = None) -> None:
+    """One gateway process until it is stopped (on `sockets` when a supervisor bound them)."""
+    from gateway.reload import Reloadable
+
+    app = Reloadable(args.config, config)
     # uvicorn's own access log is replaced by the JSON access log (gateway/observe.py).
     # log_config=None: uvicorn's loggers propagate to the root handler and its redaction filter.
     # uvicorn's graceful shutdown comes after the drain: a short grace for what the drain left.
@@ -88,8 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the stop signal after a graceful shutdown; ending there is success.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    server.run()
-    return 0
+    server.run(sockets=sockets)
 
 
 class DrainingServer(uvicorn.Server):
@@ -267,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: the config's listener, else 12000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
+    serve.add_argument("--workers", type=int, default=1, help="gateway processes sharing the port (default 1); more "
+                       "than one needs a shared state store (state: {backend: redis})")  # fmt: skip
+    serve.add_argument("--allow-local-state", action="store_true",
+                       help="allow --workers N with per-key limits kept by each worker on its own")  # fmt: skip
     add("validate", cmd_validate, "check a config; exit 2 on errors")
     add("models", cmd_models, "list providers, models, aliases and which keys are set")
     route = add("route", cmd_route, "show the routing decision for a text (or a JSON conversation on stdin); "

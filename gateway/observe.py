@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from typing import Any
@@ -30,6 +31,11 @@ LAG_INTERVAL = 0.2
 LAG_SAMPLES = 50
 
 
+# Set by `junction serve --workers N` (gateway/workers.py) before prometheus-client is imported: the workers'
+# values then live in files there, and any worker's /metrics reports them all.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
     """One registry per app, so tests and several apps in one process never share counters."""
 
@@ -46,8 +52,11 @@ class Metrics:
                                   ("model",), buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.tokens = Counter("gen_ai_client_token_usage", "Tokens reported by upstreams",
                               ("model", "type"), registry=r)  # fmt: skip
-        self.in_flight = Gauge("junction_requests_in_flight", "Requests being served", registry=r)
-        self.streams = Gauge("junction_streams_in_flight", "Streams being relayed", registry=r)
+        # multiprocess_mode: how gauges of several workers add up (only read with `serve --workers N`).
+        self.in_flight = Gauge("junction_requests_in_flight", "Requests being served", registry=r,
+                               multiprocess_mode="livesum")  # fmt: skip
+        self.streams = Gauge("junction_streams_in_flight", "Streams being relayed", registry=r,
+                             multiprocess_mode="livesum")  # fmt: skip
         self.fallbacks = Counter("junction_fallbacks", "Requests moved to a fallback model", ("model",), registry=r)
         self.cooldowns = Counter("junction_cooldowns", "Times a model was put in cooldown", ("model",), registry=r)
         self.route_decisions = Counter("junction_router_decisions", "Routing decisions by route and reason",
@@ -68,7 +77,8 @@ class Metrics:
                                    ("model",), registry=r)  # fmt: skip
         self.loop_lag = Gauge("junction_event_loop_lag_seconds",
                               f"Largest event-loop lag over the last {LAG_INTERVAL * LAG_SAMPLES:g} s "
-                              f"(how late a {LAG_INTERVAL:g} s timer fired)", registry=r)  # fmt: skip
+                              f"(how late a {LAG_INTERVAL:g} s timer fired)", registry=r,
+                              multiprocess_mode="max")  # fmt: skip
         self._lag_task: asyncio.Task[None] | None = None
         self._lag_users = 0
 
@@ -117,6 +127,12 @@ class Metrics:
         self.route_latency.observe(decision.latency_ms / 1000)
 
     def exposition(self) -> tuple[bytes, str]:
+        if MULTIPROCESS_DIR in os.environ:  # `serve --workers N`: every worker's values, added up
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

@@ -4,6 +4,11 @@ acceptance list that concern admission."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.procs import start_gateway, write_config
+from tests.procs import free_port, start_gateway, start_process, write_config
 
 KEY = "gw-shared-key-0123456789"
 CONFIG = """
@@ -34,7 +39,7 @@ gateway_keys:
 state:
   backend: redis
   url: {redis}
-  timeout: 100ms
+  timeout: 250ms  # four workers, Redis, the mock and eight client threads share two cores here
   retry_after: 500ms
   local_share: 0.5
 timeouts:
@@ -143,3 +148,40 @@ def test_a_cooldown_set_by_one_replica_is_honoured_by_the_other(replicas: list[s
     second = post(replicas[1], f"{KEY}-one", model="flaky")
     assert second.status_code == 200 and second.headers["x-junction-model"] == "mock/fast"
     assert [body["model"] for body in upstream()] == ["flaky", "fast", "fast"]  # the other replica never tried it
+
+
+def serve_workers(config_file: Path, workers: int, *extra: str) -> tuple[Any, str]:
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_file), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning", *extra]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    return start_process(args, f"{base}/healthz", env=dict(os.environ)), base
+
+
+def requests_total(base: str) -> float:
+    lines = httpx.get(f"{base}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("junction_requests_total{"))
+
+
+def test_two_replicas_of_two_workers_admit_exactly_60(config_file: Path, redis_service: Any) -> None:
+    redis_service.flush()
+    first, a = serve_workers(config_file, 2)
+    second, b = serve_workers(config_file, 2)
+    with first, second:
+        bases = [a, b]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent, so every worker takes some
+            answers = list(pool.map(lambda i: post(bases[i % 2], f"{KEY}-rpm"), range(200)))
+        statuses = [answer.status_code for answer in answers]
+        assert not [answer for answer in answers if answer.headers.get("x-junction-state")]  # all decided in Redis
+        assert statuses.count(200) == 60 and statuses.count(429) == 140
+        # any worker's /metrics adds up every worker of its replica
+        assert (requests_total(a), requests_total(b)) == (100, 100)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(20) == 0  # the supervisor stops its workers and ends cleanly
+
+
+def test_several_workers_without_a_shared_store_are_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "version: v0.4.0\nllm_providers:\n  - model: mock/m\n    base_url: http://127.0.0.1:9/v1\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port",
+                           str(free_port()), "--workers", "2"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "state: {backend: redis" in done.stderr and "--allow-local-state" in done.stderr

@@ -156,6 +156,17 @@ class SharedState:
             self._down_until = self.clock() + self.config.retry_s
             return None
 
+    async def warm(self) -> None:
+        """Connect and load the scripts at start-up, so the first requests do not pay for it (a first call
+        slower than `timeout` would be decided locally)."""
+        try:
+            client = self._redis()
+            async with asyncio.timeout(max(1.0, self.config.timeout_s * 20)):
+                for script in self._scripts.values():
+                    await client.script_load(script.script)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("state: redis not reachable at start-up (%s); limits are per process until it is", exc)
+
     def _degraded(self, operation: str) -> None:
         if self.on_degraded is not None:
             self.on_degraded(operation)
