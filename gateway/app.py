@@ -26,7 +26,7 @@ from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, ResponsesWebSocket, StoredResponse, healthz, not_routed
 from gateway.observe import Metrics
-from gateway.responses_store import ResponseStore
+from gateway.responses_store import ResponseStore, SharedResponseStore, StoredResponses
 from gateway.state.build import build_state
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
@@ -38,7 +38,7 @@ log = logging.getLogger("junction")
 
 
 def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lifecycle, ledgers: Ledgers,
-              router: Router | None, tracing: Tracing | None = None, responses: ResponseStore | None = None) -> Any:  # fmt: skip
+              router: Router | None, tracing: Tracing | None = None, responses: StoredResponses | None = None) -> Any:  # fmt: skip
     """auth -> aliases -> routing -> quota -> translate -> repair -> upstream, inside the error boundary.
 
     Intake (read and check the body once) sits right after auth so that unauthenticated
@@ -89,7 +89,7 @@ async def _warm_tokenizer() -> None:
 
 
 def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metrics | None = None,
-              ledgers: Ledgers | None = None, responses: ResponseStore | None = None) -> Starlette:  # fmt: skip
+              ledgers: Ledgers | None = None, responses: StoredResponses | None = None) -> Starlette:  # fmt: skip
     """The gateway for one config. `lifecycle`, `metrics`, `ledgers` (per-key limits and spend) and
     `responses` (stored Responses) outlive config reloads when given."""
     pool = ClientPool(config.timeouts)
@@ -97,7 +97,11 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     metrics = metrics or Metrics()
     ledgers = ledgers or Ledgers(build_state(config, metrics))
     store = config.state_storage
-    responses = responses or ResponseStore(store.max_entries, store.ttl_s)
+    if responses is None:
+        local = ResponseStore(store.max_entries, store.ttl_s)
+        # With a shared state store, stored Responses live there: a conversation continues on any replica.
+        responses = SharedResponseStore(ledgers.state, store.ttl_s, local=local) if hasattr(ledgers.state, "command") \
+            else local  # fmt: skip
     router = build_router(config)
     if router is not None and hasattr(ledgers.state, "sessions"):  # shared state: conversations keep their route
         router.remote_sessions = ledgers.state.sessions(router.settings.session_ttl_s)

@@ -220,7 +220,7 @@ _ROUTER_SETTINGS = {
     "switch_lead": ("switch_lead", float), "max_chars": ("max_chars", int),
     "session_ttl_seconds": ("session_ttl_s", float), "session_max_entries": ("session_max_entries", int),
 }  # fmt: skip
-_ROUTING_PLANO_IGNORED = ("llm_provider", "model", "session_cache", "routing_budget", "route_on_user_only")
+_ROUTING_PLANO_IGNORED = ("llm_provider", "model", "routing_budget", "route_on_user_only")
 
 
 @dataclass(frozen=True)
@@ -975,7 +975,7 @@ class _Builder:
         raw = self.raw.get("routing") or {}
         if not self.typed("routing", raw, dict, "a mapping"):
             return RoutingOptions()
-        own = ("explicit_model_wins", "encoder_model", "encoder_backend")
+        own = ("explicit_model_wins", "encoder_model", "encoder_backend", "session_cache")
         self.unknown_keys("routing.", raw, own + tuple(_ROUTER_SETTINGS) + _ROUTING_PLANO_IGNORED)
         for key in _ROUTING_PLANO_IGNORED:
             if key in raw:
@@ -1083,8 +1083,26 @@ class _Builder:
             ttl = StateStorage.ttl_s
         return StateStorage("memory", int(entries), ttl)
 
+    def session_cache(self) -> dict[str, Any] | None:
+        """Plano's `routing.session_cache: {type: memory | redis, url}`: as `state: {backend, url}`."""
+        routing = self.raw.get("routing")
+        raw = routing.get("session_cache") if isinstance(routing, dict) else None
+        if raw is None or not self.typed("routing.session_cache", raw, dict, "a mapping"):
+            return None
+        self.unknown_keys("routing.session_cache.", raw, ("type", "url"))
+        kind = raw.get("type", "memory")
+        if kind not in ("memory", "redis"):
+            self.error("routing.session_cache.type", f"expected memory or redis, got {kind!r}")
+            return None
+        return {"backend": kind, "url": raw.get("url")} if kind == "redis" else None
+
     def shared_state(self) -> SharedState:
         raw = self.raw.get("state")
+        cache = self.session_cache()
+        if raw is None and cache is not None:
+            raw = cache  # Plano's session cache in Redis: the shared state, sessions and limits alike
+        elif raw is not None and cache is not None:
+            self.warnings.append("routing.session_cache: `state:` is set too and decides where sessions live")
         if raw is None or not self.typed("state", raw, dict, "a mapping"):
             return SharedState()
         self.unknown_keys("state.", raw, ("backend", "url", "timeout", "retry_after", "local_share", "prefix"))

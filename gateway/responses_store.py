@@ -2,8 +2,9 @@
 the conversation it ends (its input items, the stored chain before it included, then its output items),
 so a later request can continue it by id instead of resending the history.
 
-Per process, bounded (entries, bytes) and expiring (TTL), least recently used first out. The methods are
-async so a shared backend (Redis) can take its place without changing the callers.
+`ResponseStore`: per process, bounded (entries, bytes) and expiring (TTL), least recently used first out.
+`SharedResponseStore`: the same methods over the shared state store (Redis), for several workers and
+replicas.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,6 +24,16 @@ def input_items(value: Any) -> list[Item]:
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+class StoredResponses(Protocol):
+    """What the Responses endpoints need of a store: `ResponseStore` or `SharedResponseStore`."""
+
+    async def get(self, response_id: str, now: float | None = None) -> list[Item] | None: ...
+    async def response(self, response_id: str, now: float | None = None) -> Item | None: ...
+    async def delete(self, response_id: str) -> bool: ...
+    async def put(self, response_id: str, items: list[Item], now: float | None = None,
+                  response: Item | None = None) -> None: ...  # fmt: skip
 
 
 @dataclass
@@ -87,3 +98,59 @@ class ResponseStore:
     def _drop(self, response_id: str) -> None:
         entry = self._entries.pop(response_id)
         self._bytes -= entry.size
+
+
+class SharedResponseStore:
+    """Stored Responses in the shared state store (`state: {backend: redis}`), so a conversation continues
+    on whichever replica the next request reaches: one JSON value per response, expiring after `ttl_s`
+    (Redis bounds the memory with its own eviction policy; responses larger than `max_bytes` are not
+    kept). While Redis is unreachable, responses are kept and looked up in this process (`local`)."""
+
+    def __init__(self, state: Any, ttl_s: float = 3600.0, max_bytes: int = 64 * 1024 * 1024,
+                 local: ResponseStore | None = None) -> None:  # fmt: skip
+        self.state = state  # gateway.state.shared.SharedState: its connection and breaker
+        self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self.max_bytes = max_bytes
+        self.local = local or ResponseStore(ttl_s=ttl_s, max_bytes=max_bytes)
+
+    def _key(self, response_id: str) -> str:
+        return f"{self.state.config.prefix}:response:{response_id}"
+
+    async def _call(self, command: str, *args: Any, **options: Any) -> Any:
+        return await self.state.command(command, *args, timeout_scale=10, **options)
+
+    async def _entry(self, response_id: str) -> dict[str, Any] | None:
+        raw = await self._call("get", self._key(response_id))
+        if isinstance(raw, bytes):
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return None
+            return value if isinstance(value, dict) else None
+        return None
+
+    async def get(self, response_id: str, now: float | None = None) -> list[Item] | None:
+        entry = await self._entry(response_id)
+        if entry is None:
+            return await self.local.get(response_id, now)
+        items = entry.get("items")
+        return [dict(item) for item in items if isinstance(item, dict)] if isinstance(items, list) else None
+
+    async def response(self, response_id: str, now: float | None = None) -> Item | None:
+        entry = await self._entry(response_id)
+        if entry is None:
+            return await self.local.response(response_id, now)
+        response = entry.get("response")
+        return response if isinstance(response, dict) else None
+
+    async def delete(self, response_id: str) -> bool:
+        removed = await self._call("delete", self._key(response_id))
+        return bool(removed) | await self.local.delete(response_id)
+
+    async def put(self, response_id: str, items: list[Item], now: float | None = None,
+                  response: Item | None = None) -> None:  # fmt: skip
+        value = orjson.dumps({"items": items, "response": response})
+        if len(value) > self.max_bytes:
+            return
+        if await self._call("set", self._key(response_id), value, px=self.ttl_ms) is None:
+            await self.local.put(response_id, items, now, response)  # Redis unreachable: kept here meanwhile

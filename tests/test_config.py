@@ -332,3 +332,14 @@ state:
     assert any(p.startswith("state.colour: unknown key") for p in found)
     found = problems(BASE + "state:\n  backend: etcd\n", {"DEEPSEEK_API_KEY": "x"})
     assert found == ["state.backend: expected memory or redis, got 'etcd'"]
+
+
+def test_planos_session_cache_in_redis_means_the_shared_state() -> None:
+    text = BASE + "routing:\n  session_cache:\n    type: redis\n    url: redis://cache.internal:6379/2\n"
+    config = cfg(text, {"DEEPSEEK_API_KEY": "x"})
+    assert (config.state.backend, config.state.url) == ("redis", "redis://cache.internal:6379/2")
+    assert not any("session_cache" in w for w in config.warnings)
+    memory = cfg(BASE + "routing:\n  session_cache: {type: memory}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert memory.state.backend == "memory"
+    found = problems(BASE + "routing:\n  session_cache: {type: memcached}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert found == ["routing.session_cache.type: expected memory or redis, got 'memcached'"]

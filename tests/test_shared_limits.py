@@ -185,3 +185,19 @@ def test_several_workers_without_a_shared_store_are_refused(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port",
                            str(free_port()), "--workers", "2"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "state: {backend: redis" in done.stderr and "--allow-local-state" in done.stderr
+
+
+def test_a_stored_response_continues_on_the_other_replica(replicas: list[str], upstream: Any) -> None:
+    import openai
+
+    def sdk(base: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{base}/v1", api_key=f"{KEY}-one", max_retries=0, timeout=20)
+
+    first = sdk(replicas[0]).responses.create(model="fast", input="My name is Ada.")
+    second = sdk(replicas[1]).responses.create(model="fast", input="What is my name?", previous_response_id=first.id)
+    assert second.status == "completed"
+    assert [m["role"] for m in upstream()[-1]["messages"]] == ["user", "assistant", "user"]  # the history came along
+    assert sdk(replicas[1]).responses.retrieve(first.id).output_text == first.output_text
+    sdk(replicas[1]).responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk(replicas[0]).responses.retrieve(first.id)  # deleted for every replica

@@ -13,7 +13,7 @@ import orjson
 from gateway.call import get_call
 from gateway.config import Limits
 from gateway.errors import InvalidRequest, PayloadTooLarge
-from gateway.responses_store import ResponseStore, input_items
+from gateway.responses_store import StoredResponses, input_items
 from models.translate.responses_request import check_responses_request
 from models.validate import check_request
 
@@ -42,7 +42,7 @@ async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
 
 
 class Intake:
-    def __init__(self, app: Any, limits: Limits, responses: ResponseStore | None = None) -> None:
+    def __init__(self, app: Any, limits: Limits, responses: StoredResponses | None = None) -> None:
         self.app = app
         self.limit = limits.max_body_bytes
         self.max_messages = limits.max_messages

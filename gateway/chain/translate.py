@@ -27,7 +27,7 @@ from gateway.chain.boundary import json_response
 from gateway.chain.repair import ERROR_KEY, EVENTS_KEY, PING_KEY
 from gateway.errors import InvalidRequest
 from gateway.redact import Redactor
-from gateway.responses_store import ResponseStore, input_items
+from gateway.responses_store import StoredResponses, input_items
 from models.providers import ApiStyle
 from models.sse import SSEDecoder, SSEEvent
 from models.tokens import count_anthropic_tokens, count_responses_tokens
@@ -116,7 +116,7 @@ async def counted_input(call: Call) -> int:
 
 
 class Translate:
-    def __init__(self, app: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
+    def __init__(self, app: Any, responses: StoredResponses | None = None, ping_interval: float = 10.0) -> None:
         self.app = app
         self.responses = responses  # where Responses answers are kept for previous_response_id
         self.ping_interval = ping_interval  # Responses streams: longest client-side silence
@@ -136,7 +136,7 @@ class ClientResponse:
     """Picks the response path once the answering model is known: failover may have moved the
     call to a model of the other protocol after this layer built the first request."""
 
-    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
+    def __init__(self, call: Call, send: Any, responses: StoredResponses | None = None, ping_interval: float = 10.0) -> None:
         self.call, self._send = call, send
         self.responses = responses
         self.ping_interval = ping_interval
@@ -341,7 +341,7 @@ class ResponsesAnswer(_Converting):
     them the stream ends with `error` + `response.failed` carrying a code Codex acts on.
     """
 
-    def __init__(self, call: Call, send: Any, responses: ResponseStore | None = None, ping_interval: float = 10.0) -> None:
+    def __init__(self, call: Call, send: Any, responses: StoredResponses | None = None, ping_interval: float = 10.0) -> None:
         super().__init__(call, send)
         self.responses = responses
         self.ping_interval = ping_interval
@@ -422,7 +422,7 @@ class NativeResponses(SameProtocol):
     one error mapper when it fails, and kept for `previous_response_id` like a translated answer, so a
     conversation may move between upstream paths."""
 
-    def __init__(self, call: Call, send: Any, responses: ResponseStore | None) -> None:
+    def __init__(self, call: Call, send: Any, responses: StoredResponses | None) -> None:
         super().__init__(call, send)
         self.responses = responses
         self.body: list[bytes] = []  # a buffered answer, to keep once whole
@@ -450,7 +450,7 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def keep_response(store: ResponseStore | None, call: Call, response: dict[str, Any]) -> None:
+async def keep_response(store: StoredResponses | None, call: Call, response: dict[str, Any]) -> None:
     """Store the conversation a response ends, unless the client said `store: false`."""
     body = call.body or {}
     if store is None or body.get("store") is False or response.get("status") in ("failed", "queued", "in_progress"):

@@ -156,6 +156,18 @@ class SharedState:
             self._down_until = self.clock() + self.config.retry_s
             return None
 
+    async def command(self, name: str, *args: Any, timeout_scale: float = 1.0, **options: Any) -> Any:
+        """One plain Redis command (GET, SET, DEL...) under the breaker; None when Redis failed."""
+        if not self.available:
+            return None
+        try:
+            async with asyncio.timeout(self.config.timeout_s * timeout_scale):
+                return await getattr(self._redis(), name)(*args, **options)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("state: redis unreachable (%s: %s)", type(exc).__name__, exc)
+            self._down_until = self.clock() + self.config.retry_s
+            return None
+
     async def warm(self) -> None:
         """Connect and load the scripts at start-up, so the first requests do not pay for it (a first call
         slower than `timeout` would be decided locally)."""
