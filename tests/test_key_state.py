@@ -123,3 +123,26 @@ def test_an_unreachable_redis_degrades_to_a_local_share_and_recovers(redis_servi
         assert back.ok and not back.degraded
 
     run(body, shared(redis_service, timeout_s=0.1, retry_s=0.3, local_share=0.5))
+
+
+def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], KeyState]) -> None:
+    async def body(state: KeyState) -> None:
+        limit = Limits(budget=1000)  # micro-dollars
+        first = await state.admit("k", limit, 0, "a", hold=600)
+        second = await state.admit("k", limit, 0, "b", hold=600)  # 600 held < 1000: admitted, may overshoot once
+        assert first.ok and second.ok and second.held == 600 and second.spent == 0
+        third = await state.admit("k", limit, 0, "c", hold=1)
+        assert third.refused == "budget" and third.held == 1200  # holds count until settled
+        await state.settle("k", first, 0, 250)  # the hold becomes the real cost
+        await state.settle("k", second, 0, 0)  # a failed call costs nothing
+        await asyncio.sleep(0.05)
+        fourth = await state.admit("k", limit, 0, "d", hold=100)
+        assert fourth.ok and (fourth.spent, fourth.held) == (250, 0)
+        await state.settle("k", fourth, 0, 750)
+        await asyncio.sleep(0.05)
+        spent = await state.admit("k", limit, 0, "e", hold=1)
+        assert spent.refused == "budget" and spent.spent == 1000 and spent.window_end == 0  # never renews
+        windowed = Limits(budget=10, budget_window_s=3600)
+        assert (await state.admit("w", windowed, 0, "f", hold=5)).window_end > 0
+
+    run(body, make_state())

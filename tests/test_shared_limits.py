@@ -29,6 +29,9 @@ llm_providers:
   - model: mock/slow
     base_url: {mock}/v1
     headers: {{x-mock-chunks: "60", x-mock-gap_ms: "100"}}
+  - model: mock/priced
+    base_url: {mock}/v1
+    pricing: {{input: 1.0, output: 1.0}}
   - model: mock/flaky
     base_url: {mock}/v1
     headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
@@ -36,6 +39,7 @@ llm_providers:
 gateway_keys:
   - {{name: minute, key: {key}-rpm, rpm: 60}}
   - {{name: single, key: {key}-one, max_parallel: 1}}
+  - {{name: budget, key: {key}-usd, budget_usd: 0.0001, models: [priced]}}
 state:
   backend: redis
   url: {redis}
@@ -201,3 +205,18 @@ def test_a_stored_response_continues_on_the_other_replica(replicas: list[str], u
     sdk(replicas[1]).responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         sdk(replicas[0]).responses.retrieve(first.id)  # deleted for every replica
+
+
+def test_a_budget_is_one_budget_across_replicas(replicas: list[str], redis_service: Any) -> None:
+    redis_service.flush()
+    # $0.0001 at $1 per million tokens: 100 tokens; each call costs ~15 and holds ~1,030 (max_tokens 16, input)
+    answers = []
+    for i in range(12):
+        answers.append(post(replicas[i % 2], f"{KEY}-usd", model="priced"))
+        time.sleep(0.05)  # settled off the response path
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert served and refused and answers.index(refused[0]) == len(served)  # once reached, refused everywhere
+    assert refused[0].json()["error"]["code"] == "insufficient_quota"
+    remaining = [float(a.headers["x-junction-budget-remaining-usd"]) for a in served]
+    assert remaining == sorted(remaining, reverse=True) and remaining[1] < remaining[0]  # both replicas' spend counts

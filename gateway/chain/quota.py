@@ -6,9 +6,9 @@ model the request may fail over to, for a budget), taken before any upstream cal
 the real usage afterwards. Concurrent bursts cannot all slip under a limit: only requests that
 find it not yet reached are admitted, so the overshoot is at most one request's reservation.
 
-The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget). Tokens
-per minute are kept by the key state (`gateway/state`: this process, or Redis shared by every worker
-and replica); spend budgets are this process's memory for now.
+The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget): the key
+state (`gateway/state`: this process, or Redis shared by every worker and replica) keeps every limit,
+spend included, in integer micro-dollars with holds apart from committed spend.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from gateway.call import Call, get_call
 from gateway.chain.translate import counted_input
@@ -31,58 +31,10 @@ DEFAULT_OUTPUT_RESERVATION = 1024  # when the request sets no max_tokens
 
 
 @dataclass
-class Account:
-    """One key's spend in one budget window."""
-
-    window_start: float
-    spent: float = 0.0
-    reserved: float = 0.0
-
-
-class Budgets:
-    """Spend per key in US dollars; windows are aligned to the epoch (a 24h window renews at 00:00
-    UTC), so a restart does not move them."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self._accounts: dict[str, Account] = {}
-
-    def account(self, key: GatewayKey) -> Account:
-        window = key.budget_window_s
-        start = math.floor(self.clock() / window) * window if window else 0.0
-        account = self._accounts.get(key.name)
-        if account is None or account.window_start != start:
-            account = self._accounts[key.name] = Account(start)
-        return account
-
-    def reserve(self, key: GatewayKey, max_cost: float, protocol: ApiStyle) -> Account:
-        assert key.budget_usd is not None
-        account = self.account(key)
-        if account.spent + account.reserved >= key.budget_usd:
-            headers = {"x-should-retry": "false"}
-            message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${account.spent:.4f} spent"
-            if key.budget_window_s:
-                renews = max(1, math.ceil(account.window_start + key.budget_window_s - self.clock()))
-                headers = {"retry-after": str(renews)}
-                message += f"; it renews in {renews} s"
-            # Anthropic clients know 402 billing_error; OpenAI clients know 429 insufficient_quota.
-            status, code = (402, "billing_error") if protocol is ApiStyle.ANTHROPIC else (429, "insufficient_quota")
-            raise GatewayError(message + ")", status=status, code=code, headers=headers)
-        account.reserved += max_cost
-        return account
-
-    @staticmethod
-    def settle(account: Account, reserved: float, cost: float) -> None:
-        account.reserved -= reserved
-        account.spent += cost
-
-
-@dataclass
 class Ledgers:
-    """Every per-key counter: requests per minute, requests in flight and tokens (`state`), spend."""
+    """Every per-key counter (`state`: requests per minute, in flight, tokens, spend) and the model health."""
 
     state: KeyState = field(default_factory=LocalState)
-    budgets: Budgets = field(default_factory=Budgets)
     health: Any = None  # the serving app's model health (gateway/cooldown.py), set when the chain is built
 
 
@@ -119,8 +71,21 @@ def limit_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
             "x-ratelimit-reset-requests": f"{max(0.0, reset):.0f}s"}  # fmt: skip
 
 
-def refusal(key: GatewayKey, admission: Admission, tokens: int) -> GatewayError:
-    """The 429 for a request one of its key's limits refused."""
+MICRO = 1_000_000  # budgets are kept in integer micro-dollars
+
+
+def refusal(key: GatewayKey, admission: Admission, tokens: int, protocol: ApiStyle) -> GatewayError:
+    """The 429 (or, for a budget, 402 to Anthropic clients) for a request one of its key's limits refused."""
+    if admission.refused == "budget":
+        headers = {"x-should-retry": "false"}
+        message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${admission.spent / MICRO:.4f} spent"
+        if admission.window_end:
+            renews = max(1, math.ceil(admission.window_end - time.time()))
+            headers = {"retry-after": str(renews)}
+            message += f"; it renews in {renews} s"
+        # Anthropic clients know 402 billing_error; OpenAI clients know 429 insufficient_quota.
+        status, code = (402, "billing_error") if protocol is ApiStyle.ANTHROPIC else (429, "insufficient_quota")
+        return GatewayError(message + ")", status=status, code=code, headers=headers)
     wait = admission.retry_after
     if admission.refused == "parallel":
         return GatewayError(f"key '{key.name}' already has {admission.count} requests in flight "
@@ -157,38 +122,34 @@ class Quota:
         # Tokens and spend are a chat call's; a token count still counts against requests and slots.
         estimated = estimate(call.body, call.body_size, await counted_input(call)) if chat and \
             (key.tpm is not None or key.budget_usd is not None) else (0, 0)  # fmt: skip
-        limits = Limits(key.rpm, key.max_parallel, key.tpm if chat else None)
+        # A budget holds the request's worst case: its estimate at the dearest model it may fail over to.
+        max_cost = max((p.pricing.cost(*estimated) for p in call.candidates if p.pricing is not None), default=0.0)
+        budget = round(key.budget_usd * MICRO) if key.budget_usd is not None and chat else None
+        limits = Limits(key.rpm, key.max_parallel, key.tpm if chat else None, budget, key.budget_window_s)
+        if not limits.any:  # a budget-only key's token count: nothing to admit
+            await self.app(scope, receive, send)
+            return
+        hold = math.ceil(max_cost * MICRO)
         state = self.ledgers.state
-        admission = None
-        if limits.any:
-            admission = await state.admit(key.name, limits, sum(estimated), call.request_id)
-            if admission.degraded:
-                call.extra_headers[DEGRADED_HEADER] = "degraded"
-            if not admission.ok:
-                raise refusal(key, admission, sum(estimated))
-            if key.rpm is not None:
-                call.extra_headers.update(limit_headers(key.rpm, max(0, key.rpm - admission.count), admission.reset_s))
+        admission = await state.admit(key.name, limits, sum(estimated), call.request_id, hold)
+        if admission.degraded:
+            call.extra_headers[DEGRADED_HEADER] = "degraded"
+        if not admission.ok:
+            raise refusal(key, admission, sum(estimated), call.protocol)
+        if key.rpm is not None:
+            call.extra_headers.update(limit_headers(key.rpm, max(0, key.rpm - admission.count), admission.reset_s))
+        if budget is not None:
+            call.extra_headers["x-junction-budget-remaining-usd"] = f"{max(0, budget - admission.spent - admission.held) / MICRO:.6f}"
         billed: tuple[int, int] | None = None
+        cost = 0.0
         try:
-            account, max_cost = None, 0.0
-            if key.budget_usd is not None and chat:
-                prices = [p.pricing for p in call.candidates if p.pricing is not None]
-                max_cost = max((p.cost(*estimated) for p in prices), default=0.0)
-                account = self.ledgers.budgets.reserve(key, max_cost, call.protocol)
-                call.extra_headers["x-junction-budget-remaining-usd"] = \
-                    f"{max(0.0, key.budget_usd - account.spent - account.reserved + max_cost):.6f}"
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                billed = charge(call, estimated) if chat else None
-                if account is not None:
-                    pricing = call.provider.pricing if call.provider is not None else None
-                    cost = pricing.cost(*billed) if billed and pricing is not None else 0.0
-                    self.ledgers.budgets.settle(account, max_cost, cost)
-                    if self.metrics is not None:
-                        self.metrics.spend.labels(key.name).inc(cost)
+            await self.app(scope, receive, send)
         finally:
-            # However the request ended (done, failed, refused by its budget, or the client left): the slot
-            # comes back and the reservation becomes what was used.
-            if admission is not None:
-                await state.settle(key.name, admission, sum(billed) if billed else 0)
+            # However the request ended (done, failed, or the client left): the slot comes back, the token
+            # reservation becomes what was used and the budget hold what it cost.
+            billed = charge(call, estimated) if chat else None
+            pricing = call.provider.pricing if call.provider is not None else None
+            cost = pricing.cost(*billed) if billed and pricing is not None and budget is not None else 0.0
+            await state.settle(key.name, admission, sum(billed) if billed else 0, round(cost * MICRO))
+            if budget is not None and self.metrics is not None:
+                self.metrics.spend.labels(key.name).inc(cost)

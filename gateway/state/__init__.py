@@ -24,10 +24,20 @@ class Limits:
     rpm: int | None = None  # requests per minute
     max_parallel: int | None = None  # requests in flight
     tpm: int | None = None  # tokens per minute (input + output)
+    budget: int | None = None  # spend, in micro-dollars
+    budget_window_s: float | None = None  # the budget renews every window (epoch-aligned); None: never
 
     @property
     def any(self) -> bool:
-        return self.rpm is not None or self.max_parallel is not None or self.tpm is not None
+        return any(v is not None for v in (self.rpm, self.max_parallel, self.tpm, self.budget))
+
+    def window_start(self, now: float) -> int:
+        """The current budget window's start (epoch seconds; 0 for a budget that never renews)."""
+        window = self.budget_window_s
+        return int(math.floor(now / window) * window) if window else 0
+
+    def window_end(self, start: int) -> float:
+        return start + self.budget_window_s if self.budget_window_s else 0.0
 
 
 @dataclass(frozen=True)
@@ -36,13 +46,18 @@ class Admission:
     limit, in which case nothing was counted or taken."""
 
     ok: bool
-    refused: str | None = None  # "parallel", "rpm" or "tpm"
+    refused: str | None = None  # "parallel", "rpm", "tpm" or "budget"
     count: int = 0  # requests in the minute (this one included when admitted), or in flight when refused so
     reset_s: float = WINDOW_S  # until the oldest request (or, refused by tpm, reservation) leaves the window
     used: float = 0.0  # tokens used or reserved in the window before this request
     lease: str | None = None  # the in-flight slot to give back, when the key has max_parallel
     entry: str | None = None  # the token reservation to settle, when the key has tpm
     degraded: bool = False  # decided by this process alone because the shared store was unreachable
+    spent: int = 0  # micro-dollars committed in the budget window
+    held: int = 0  # micro-dollars other requests hold in it (this one's hold not included)
+    hold: str | None = None  # this request's hold, to settle, when the key has a budget
+    window: int = 0  # the budget window it belongs to (its start, epoch seconds)
+    window_end: float = 0.0  # when that window ends (epoch seconds; 0: a budget that never renews)
 
     @property
     def retry_after(self) -> int:
@@ -50,15 +65,16 @@ class Admission:
 
 
 class KeyState(Protocol):
-    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str, hold: int = 0) -> Admission:
         """Check every limit of the key at once: count the request against `rpm`, take a slot under
-        `max_parallel` and reserve `tokens` under `tpm`, or refuse without touching any. The first
-        reservation of an empty token window is always admitted, so one request larger than the limit is
-        not refused forever."""
+        `max_parallel`, reserve `tokens` under `tpm` and hold `hold` micro-dollars of the budget (refused once
+        spend plus holds reach it), or refuse without touching any. The first reservation of an empty token
+        window is always admitted, so one request larger than the limit is not refused forever."""
         ...
 
-    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
-        """After the request: give its slot back and replace its reservation by the `tokens` it used."""
+    async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:
+        """After the request: give its slot back, replace its token reservation by the `tokens` it used, and
+        its budget hold by its `cost` (micro-dollars, committed to the admission's budget window)."""
         ...
 
     def announce_cooldown(self, model: str, seconds: float) -> None:

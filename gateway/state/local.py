@@ -22,11 +22,14 @@ class LocalState:
         self._hits: dict[str, deque[float]] = {}
         self._running: dict[str, int] = {}
         self._tokens: dict[str, deque[list[float | str]]] = {}  # [time, tokens, request id]
+        self._spent: dict[tuple[str, int], int] = {}  # (key, window) -> micro-dollars
+        self._holds: dict[tuple[str, int], dict[str, int]] = {}  # (key, window) -> request id -> micro-dollars
+        self.wall = time.time  # budget windows are epoch-aligned
 
     def _limit(self, value: int) -> int:
         return max(1, math.floor(value * self.share)) if self.share < 1 else value
 
-    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str, hold: int = 0) -> Admission:
         now = self.clock()
         if limits.max_parallel is not None and self._running.get(key, 0) >= self._limit(limits.max_parallel):
             return Admission(False, "parallel", self._running.get(key, 0))
@@ -42,6 +45,12 @@ class LocalState:
         used = sum(float(e[1]) for e in entries)
         if limits.tpm is not None and entries and used + tokens > self._limit(limits.tpm):
             return Admission(False, "tpm", len(hits), float(entries[0][0]) + WINDOW_S - now, used)
+        window = limits.window_start(self.wall())
+        spent = self._spent.get((key, window), 0)
+        held = sum(self._holds.get((key, window), {}).values())
+        if limits.budget is not None and spent + held >= self._limit(limits.budget):
+            return Admission(False, "budget", len(hits), reset, used, spent=spent, held=held, window=window,
+                             window_end=limits.window_end(window))  # fmt: skip
         # every limit holds: now count, reserve and take
         count = 0
         if limits.rpm is not None:
@@ -55,9 +64,17 @@ class LocalState:
         if limits.max_parallel is not None:
             self._running[key] = self._running.get(key, 0) + 1
             lease = request_id
-        return Admission(True, None, count, reset, used, lease, entry)
+        held_by = None
+        if limits.budget is not None:
+            self._holds.setdefault((key, window), {})[request_id] = hold
+            held_by = request_id
+        return Admission(True, None, count, reset, used, lease, entry, spent=spent, held=held, hold=held_by, window=window,
+                         window_end=limits.window_end(window))  # fmt: skip
 
-    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
+    async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:
+        if admission.hold is not None:
+            self._holds.get((key, admission.window), {}).pop(admission.hold, None)
+            self._spent[(key, admission.window)] = self._spent.get((key, admission.window), 0) + cost
         if admission.lease is not None and self._running.get(key, 0) > 0:
             self._running[key] -= 1
         if admission.entry is not None:

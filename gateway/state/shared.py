@@ -44,19 +44,22 @@ from gateway.state.local import LocalState
 
 log = logging.getLogger("junction.state")
 
-# KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash).
-# ARGV: rpm, max_parallel, tpm (-1: none), tokens, request id, lease ttl ms, window ms.
-# Every limit is checked before anything is counted, so a refusal leaves no trace.
-# Returns {admitted, refused, count, reset_ms, used}; `used` as a string (replies would truncate a float).
+# KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash), the
+# budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash).
+# ARGV: rpm, max_parallel, tpm (-1: none), tokens, request id, lease ttl ms, window ms, budget (-1: none), hold.
+# Every limit is checked before anything is counted, so a refusal leaves no trace. Holds expire like leases (a
+# killed worker's hold heals); committed spend stays for the window.
+# Returns {admitted, refused, count, reset_ms, used, spent, held}; `used` as a string (replies truncate floats).
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, par, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, id, ttl, window = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local budget, hold = tonumber(ARGV[8]), tonumber(ARGV[9])
 if par >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   local running = redis.call('ZCARD', KEYS[2])
-  if running >= par then return {0, 'parallel', running, 0, '0'} end
+  if running >= par then return {0, 'parallel', running, 0, '0', 0, 0} end
 end
 local count, reset = 0, window
 if rpm >= 0 then
@@ -64,7 +67,7 @@ if rpm >= 0 then
   count = redis.call('ZCARD', KEYS[1])
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if #oldest > 0 then reset = tonumber(oldest[2]) + window - now end
-  if count >= rpm then return {0, 'rpm', count, reset, '0'} end
+  if count >= rpm then return {0, 'rpm', count, reset, '0', 0, 0} end
 end
 local used = 0
 if tpm >= 0 then
@@ -76,8 +79,19 @@ if tpm >= 0 then
   for _, v in ipairs(redis.call('HVALS', KEYS[4])) do used = used + tonumber(v) end
   if redis.call('ZCARD', KEYS[3]) > 0 and used + tokens > tpm then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    return {0, 'tpm', count, tonumber(oldest[2]) + window - now, tostring(used)}
+    return {0, 'tpm', count, tonumber(oldest[2]) + window - now, tostring(used), 0, 0}
   end
+end
+local spent, held = 0, 0
+if budget >= 0 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+    redis.call('HDEL', KEYS[7], unpack(gone))
+  end
+  spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+  for _, v in ipairs(redis.call('HVALS', KEYS[7])) do held = held + tonumber(v) end
+  if spent + held >= budget then return {0, 'budget', count, reset, tostring(used), spent, held} end
 end
 if rpm >= 0 then
   redis.call('ZADD', KEYS[1], now, id)
@@ -94,15 +108,28 @@ if par >= 0 then
   redis.call('ZADD', KEYS[2], now + ttl, id)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return {1, '', count, reset, tostring(used)}
+if budget >= 0 then
+  redis.call('ZADD', KEYS[6], now + ttl, id)
+  redis.call('HSET', KEYS[7], id, hold)
+  redis.call('PEXPIRE', KEYS[6], ttl)
+  redis.call('PEXPIRE', KEYS[7], ttl)
+end
+return {1, '', count, reset, tostring(used), spent, held}
 """
 
-# KEYS: leases set, reservation amounts (hash). ARGV: request id, give back the lease (1/0), tokens (-1: no
-# reservation). A reservation already out of the window stays out.
+# KEYS: leases set, reservation amounts (hash), budget spend, holds, hold amounts. ARGV: request id, give back
+# the lease (1/0), tokens (-1: no reservation), cost (-1: no hold), spend ttl ms (0: kept). A reservation already
+# out of the window stays out.
 _SETTLE = """
 if ARGV[2] == '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 if tonumber(ARGV[3]) >= 0 and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+if tonumber(ARGV[4]) >= 0 then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('INCRBY', KEYS[3], ARGV[4])
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 end
 return 1
 """
@@ -194,31 +221,42 @@ class SharedState:
         task.add_done_callback(self._pending.discard)
 
     # -- KeyState --------------------------------------------------------------------------------
-    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str) -> Admission:
+    def _budget_keys(self, key: str, window: int) -> list[str]:
+        return [self._key(f"spent:{window}", key), self._key(f"holds:{window}", key), self._key(f"held:{window}", key)]
+
+    async def admit(self, key: str, limits: Limits, tokens: int, request_id: str, hold: int = 0) -> Admission:
         def arg(value: int | None) -> int:
             return -1 if value is None else value
 
-        keys = [self._key(kind, key) for kind in ("rpm", "run", "tpm", "tpmv")]
+        window = limits.window_start(time.time())  # epoch-aligned budget windows
+        keys = [self._key(kind, key) for kind in ("rpm", "run", "tpm", "tpmv")] + self._budget_keys(key, window)
         args = [arg(limits.rpm), arg(limits.max_parallel), arg(limits.tpm), tokens, request_id, self.lease_ttl_ms,
-                int(WINDOW_S * 1000)]  # fmt: skip
+                int(WINDOW_S * 1000), arg(limits.budget), hold]  # fmt: skip
         reply = await self._run("admit", keys, args)
         if reply is None:
             self._degraded("admit")
-            return replace(await self.local.admit(key, limits, tokens, request_id), degraded=True)
-        ok, refused, count, reset_ms, used = reply
+            return replace(await self.local.admit(key, limits, tokens, request_id, hold), degraded=True)
+        ok, refused, count, reset_ms, used, spent, held = reply
         refused = refused.decode() if isinstance(refused, bytes) else refused
         return Admission(bool(ok), refused or None, int(count), int(reset_ms) / 1000, float(used),
                          request_id if ok and limits.max_parallel is not None else None,
-                         request_id if ok and limits.tpm is not None else None)  # fmt: skip
+                         request_id if ok and limits.tpm is not None else None, spent=int(spent), held=int(held),
+                         hold=request_id if ok and limits.budget is not None else None, window=window,
+                         window_end=limits.window_end(window))  # fmt: skip
 
-    async def settle(self, key: str, admission: Admission, tokens: int) -> None:
-        if admission.lease is None and admission.entry is None:
+    async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:
+        if admission.lease is None and admission.entry is None and admission.hold is None:
             return
         if admission.degraded:
-            await self.local.settle(key, admission, tokens)
+            await self.local.settle(key, admission, tokens, cost)
             return
-        args = [admission.lease or admission.entry, 1 if admission.lease else 0, tokens if admission.entry else -1]
-        self._later(self._run("settle", [self._key("run", key), self._key("tpmv", key)], args))
+        request_id = admission.lease or admission.entry or admission.hold
+        # A windowed budget's spend is kept a day past its window (for reports), a lifetime budget's for good.
+        keep_ms = max(1000, int((admission.window_end - time.time() + 86400) * 1000)) if admission.window_end else 0
+        args = [request_id, 1 if admission.lease else 0, tokens if admission.entry else -1,
+                cost if admission.hold else -1, keep_ms]  # fmt: skip
+        keys = [self._key("run", key), self._key("tpmv", key)] + self._budget_keys(key, admission.window)
+        self._later(self._run("settle", keys, args))
 
     # -- routing sessions ---------------------------------------------------------------------------
     def sessions(self, ttl_s: float) -> "RemoteSessions":
