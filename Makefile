@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock bench-overhead bench-routing bench-soak bench-key-flood bench-hol clean claude-code agents servers
+.PHONY: run test install lock bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -58,6 +58,11 @@ bench-overhead: install
 
 # Routing accuracy and latency on the datasets in ../shared/routing-data (about 7 minutes; --quick about 1).
 # The confusion-matrix PNGs need matplotlib (`pip install matplotlib`).
+# Throughput of `junction serve --workers 1, 2, 4` with the key limits in Redis (about 2 minutes; --quick about 40 s;
+# BENCH_ARGS="--backend memory" for per-worker limits). Needs redis-server (make servers).
+bench-scale: install servers
+	$(PY) benchmarks/scale.py $(BENCH_ARGS)
+
 bench-routing: install
 	$(PY) benchmarks/routing_accuracy.py $(BENCH_ARGS)
 

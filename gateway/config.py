@@ -277,7 +277,7 @@ class SharedState:
 
     backend: str = "memory"
     url: str | None = field(default=None, repr=False)  # may carry a password
-    timeout_s: float = 0.05  # one Redis call, at most
+    timeout_s: float = 0.1  # one Redis call, at most (three late ones in a row open the breaker)
     retry_s: float = 2.0  # after a failure, Redis is left alone this long (the circuit breaker)
     local_share: float = 0.5  # of each limit, per process, while Redis is unreachable
     prefix: str = "junction"

@@ -146,3 +146,16 @@ def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], Ke
         assert (await state.admit("w", windowed, 0, "f", hold=5)).window_end > 0
 
     run(body, make_state())
+
+
+def test_one_late_call_does_not_open_the_breaker(redis_service: Any) -> None:
+    async def body(state: Any) -> None:
+        state.failed(TimeoutError("a busy loop made one call late"))
+        state.failed(TimeoutError("and another"))
+        assert state.available  # two in a row: still asking Redis
+        assert not (await state.admit("k", Limits(rpm=5), 0, "a")).degraded  # and a success resets the count
+        for _ in range(3):
+            state.failed(TimeoutError("late again"))
+        assert not state.available and (await state.admit("k", Limits(rpm=5), 0, "b")).degraded
+
+    run(body, shared(redis_service))

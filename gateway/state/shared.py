@@ -18,9 +18,9 @@ A request's admission under all of its key's limits is one script (one round tri
 (the slot given back, the reservation replaced by the usage) another, sent after the response.
 
 Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
-`local_share` of each limit, marked `degraded`, and Redis is left alone for `retry_after` (a circuit
-breaker: a dead Redis costs one short timeout per interval, not one per request); then the next
-decision tries Redis again, so recovery needs no restart.
+`local_share` of each limit and marked `degraded`; a refused connection, or three late calls in a row,
+leave Redis alone for `retry_after` (a circuit breaker: a dead Redis costs a few short timeouts per
+interval, not one per request); then the next decision tries Redis again, so recovery needs no restart.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ import orjson
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config import SharedState as StateConfig
 from gateway.state import WINDOW_S, Admission, Limits
 from gateway.state.local import LocalState
 
 log = logging.getLogger("junction.state")
+SLOW_TO_OPEN = 3  # timed-out calls in a row that open the breaker (a refused connection opens it at once)
 
 # KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash), the
 # budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash).
@@ -147,6 +149,7 @@ class SharedState:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
+        self._slow = 0  # consecutive timed-out calls
         self._pending: set[asyncio.Task[None]] = set()
         self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"  # this process, on the event channel
         self._apply: Callable[[str, float], None] | None = None
@@ -167,33 +170,40 @@ class SharedState:
         """False while the breaker is open (decisions are local meanwhile)."""
         return self.clock() >= self._down_until
 
-    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call; None when Redis failed or timed out (the breaker then opens)."""
+    def failed(self, exc: BaseException) -> None:
+        """A call failed: a refused or broken connection opens the breaker at once; timeouts only after
+        `SLOW_TO_OPEN` in a row, since a busy event loop (not Redis) can make one call late."""
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            self._slow += 1
+            if self._slow < SLOW_TO_OPEN:
+                return
+        if self.available:
+            log.warning("state: redis unreachable (%s: %s); limits are enforced per process with %.0f%% of each "
+                        "for %.1f s", type(exc).__name__, exc, self.config.local_share * 100, self.config.retry_s)  # fmt: skip
+        self._slow = 0
+        self._down_until = self.clock() + self.config.retry_s
+
+    async def call(self, work: Callable[[Any], Any], timeout_scale: float = 1.0) -> Any:
+        """`await work(client)` under the breaker and the timeout; None when Redis failed or is left alone."""
         if not self.available:
             return None
         try:
-            self._redis()
-            async with asyncio.timeout(self.config.timeout_s):
-                return await self._scripts[name](keys=keys, args=args)
+            client = self._redis()
+            async with asyncio.timeout(self.config.timeout_s * timeout_scale):
+                result = await work(client)
         except (RedisError, OSError, TimeoutError) as exc:
-            if self.available:
-                log.warning("state: redis unreachable (%s: %s); limits are enforced per process with %.0f%% of "
-                            "each for %.1f s", type(exc).__name__, exc, self.config.local_share * 100,
-                            self.config.retry_s)  # fmt: skip
-            self._down_until = self.clock() + self.config.retry_s
+            self.failed(exc)
             return None
+        self._slow = 0
+        return result
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call; None when Redis failed or timed out."""
+        return await self.call(lambda _client: self._scripts[name](keys=keys, args=args))
 
     async def command(self, name: str, *args: Any, timeout_scale: float = 1.0, **options: Any) -> Any:
-        """One plain Redis command (GET, SET, DEL...) under the breaker; None when Redis failed."""
-        if not self.available:
-            return None
-        try:
-            async with asyncio.timeout(self.config.timeout_s * timeout_scale):
-                return await getattr(self._redis(), name)(*args, **options)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("state: redis unreachable (%s: %s)", type(exc).__name__, exc)
-            self._down_until = self.clock() + self.config.retry_s
-            return None
+        """One plain Redis command (GET, SET, DEL...); None when Redis failed."""
+        return await self.call(lambda client: getattr(client, name)(*args, **options), timeout_scale)
 
     async def warm(self) -> None:
         """Connect and load the scripts at start-up, so the first requests do not pay for it (a first call
@@ -274,11 +284,7 @@ class SharedState:
         self._later(self._publish(event))
 
     async def _publish(self, event: bytes) -> None:
-        try:
-            async with asyncio.timeout(self.config.timeout_s * 4):
-                await self._redis().publish(self.channel, event)
-        except (RedisError, OSError, TimeoutError):
-            log.debug("state: a cooldown announcement was lost")
+        await self.command("publish", self.channel, event, timeout_scale=4)
 
     def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
         self._apply = apply  # the latest Health (a reload builds a new one)
@@ -338,14 +344,7 @@ class RemoteSessions:
     async def load(self, session: str) -> Any:
         from router.preferences import SessionState
 
-        if not self.state.available:
-            return None
-        try:
-            async with asyncio.timeout(self.state.config.timeout_s):
-                raw = await self.state._redis().get(self._key(session))
-        except (RedisError, OSError, TimeoutError):
-            self.state._down_until = self.state.clock() + self.state.config.retry_s
-            return None
+        raw = await self.state.command("get", self._key(session))
         try:
             value = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -359,10 +358,4 @@ class RemoteSessions:
         self.state._later(self._save(self._key(session), value, first=not known))
 
     async def _save(self, key: str, value: bytes, first: bool) -> None:
-        if not self.state.available:
-            return
-        try:
-            async with asyncio.timeout(self.state.config.timeout_s * 4):
-                await self.state._redis().set(key, value, px=self.ttl_ms, nx=first)
-        except (RedisError, OSError, TimeoutError):
-            log.debug("state: a session binding was not saved")
+        await self.state.command("set", key, value, px=self.ttl_ms, nx=first, timeout_scale=4)
