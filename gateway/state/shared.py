@@ -47,7 +47,8 @@ log = logging.getLogger("junction.state")
 SLOW_TO_OPEN = 3  # timed-out calls in a row that open the breaker (a refused connection opens it at once)
 
 # KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash), the
-# budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash).
+# budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash),
+# the token window's total.
 # ARGV: rpm, max_parallel, tpm (-1: none), tokens, request id, lease ttl ms, window ms, budget (-1: none), hold.
 # Every limit is checked before anything is counted, so a refusal leaves no trace. Holds expire like leases (a
 # killed worker's hold heals); committed spend stays for the window.
@@ -73,12 +74,17 @@ if rpm >= 0 then
 end
 local used = 0
 if tpm >= 0 then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  -- the window's total is kept in KEYS[8]: expired reservations are taken off it (at most 1,000 a call), so an
+  -- admission costs the same at a million tokens a minute as at a thousand
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - window, 'LIMIT', 0, 1000)
   if #old > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+    local gone = 0
+    for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(old))) do gone = gone + (tonumber(v) or 0) end
+    redis.call('ZREM', KEYS[3], unpack(old))
     redis.call('HDEL', KEYS[4], unpack(old))
+    redis.call('DECRBY', KEYS[8], gone)
   end
-  for _, v in ipairs(redis.call('HVALS', KEYS[4])) do used = used + tonumber(v) end
+  used = math.max(0, tonumber(redis.call('GET', KEYS[8]) or '0'))
   if redis.call('ZCARD', KEYS[3]) > 0 and used + tokens > tpm then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
     return {0, 'tpm', count, tonumber(oldest[2]) + window - now, tostring(used), 0, 0}
@@ -103,8 +109,10 @@ end
 if tpm >= 0 then
   redis.call('ZADD', KEYS[3], now, id)
   redis.call('HSET', KEYS[4], id, tokens)
+  redis.call('INCRBY', KEYS[8], tokens)
   redis.call('PEXPIRE', KEYS[3], window)
   redis.call('PEXPIRE', KEYS[4], window)
+  redis.call('PEXPIRE', KEYS[8], window)
 end
 if par >= 0 then
   redis.call('ZADD', KEYS[2], now + ttl, id)
@@ -119,13 +127,17 @@ end
 return {1, '', count, reset, tostring(used), spent, held}
 """
 
-# KEYS: leases set, reservation amounts (hash), budget spend, holds, hold amounts. ARGV: request id, give back
-# the lease (1/0), tokens (-1: no reservation), cost (-1: no hold), spend ttl ms (0: kept). A reservation already
-# out of the window stays out.
+# KEYS: leases set, reservation amounts (hash), budget spend, holds, hold amounts, the window's token total.
+# ARGV: request id, give back the lease (1/0), tokens (-1: no reservation), cost (-1: no hold), spend ttl ms (0:
+# kept). A reservation already out of the window stays out.
 _SETTLE = """
 if ARGV[2] == '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-if tonumber(ARGV[3]) >= 0 and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if tonumber(ARGV[3]) >= 0 then
+  local before = redis.call('HGET', KEYS[2], ARGV[1])
+  if before then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+    redis.call('INCRBY', KEYS[6], tonumber(ARGV[3]) - tonumber(before))
+  end
 end
 if tonumber(ARGV[4]) >= 0 then
   redis.call('ZREM', KEYS[4], ARGV[1])
@@ -239,7 +251,8 @@ class SharedState:
             return -1 if value is None else value
 
         window = limits.window_start(time.time())  # epoch-aligned budget windows
-        keys = [self._key(kind, key) for kind in ("rpm", "run", "tpm", "tpmv")] + self._budget_keys(key, window)
+        keys = [self._key(kind, key) for kind in ("rpm", "run", "tpm", "tpmv")] + self._budget_keys(key, window) + \
+            [self._key("tpmsum", key)]  # fmt: skip
         args = [arg(limits.rpm), arg(limits.max_parallel), arg(limits.tpm), tokens, request_id, self.lease_ttl_ms,
                 int(WINDOW_S * 1000), arg(limits.budget), hold]  # fmt: skip
         reply = await self._run("admit", keys, args)
@@ -265,7 +278,8 @@ class SharedState:
         keep_ms = max(1000, int((admission.window_end - time.time() + 86400) * 1000)) if admission.window_end else 0
         args = [request_id, 1 if admission.lease else 0, tokens if admission.entry else -1,
                 cost if admission.hold else -1, keep_ms]  # fmt: skip
-        keys = [self._key("run", key), self._key("tpmv", key)] + self._budget_keys(key, admission.window)
+        keys = [self._key("run", key), self._key("tpmv", key)] + self._budget_keys(key, admission.window) + \
+            [self._key("tpmsum", key)]  # fmt: skip
         self._later(self._run("settle", keys, args))
 
     # -- routing sessions ---------------------------------------------------------------------------
