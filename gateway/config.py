@@ -281,6 +281,7 @@ class SharedState:
     retry_s: float = 2.0  # after a failure, Redis is left alone this long (the circuit breaker)
     local_share: float = 0.5  # of each limit, per process, while Redis is unreachable
     prefix: str = "junction"
+    budget_fail_mode: str = "local"  # while Redis is unreachable: "local" (a share, like the limits) or "closed"
 
 
 _LIMIT_FLOORS = {"max_body_bytes": 1024, "max_header_bytes": 1024, "max_messages": 1}
@@ -1105,7 +1106,8 @@ class _Builder:
             self.warnings.append("routing.session_cache: `state:` is set too and decides where sessions live")
         if raw is None or not self.typed("state", raw, dict, "a mapping"):
             return SharedState()
-        self.unknown_keys("state.", raw, ("backend", "url", "timeout", "retry_after", "local_share", "prefix"))
+        self.unknown_keys("state.", raw, ("backend", "url", "timeout", "retry_after", "local_share", "prefix",
+                                          "budget_fail_mode"))  # fmt: skip
         backend = raw.get("backend", "memory")
         if backend not in ("memory", "redis"):
             self.error("state.backend", f"expected memory or redis, got {backend!r}")
@@ -1132,8 +1134,12 @@ class _Builder:
         if not isinstance(prefix, str) or not prefix:
             self.error("state.prefix", "expected a non-empty string")
             prefix = SharedState.prefix
+        fail_mode = raw.get("budget_fail_mode", "local")
+        if fail_mode not in ("local", "closed"):
+            self.error("state.budget_fail_mode", f"expected local or closed, got {fail_mode!r}")
+            fail_mode = "local"
         return SharedState(backend, url, timeout if timeout and timeout > 0 else SharedState.timeout_s,
-                           retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix)  # fmt: skip
+                           retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix, fail_mode)  # fmt: skip
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

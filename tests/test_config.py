@@ -332,6 +332,10 @@ state:
     assert any(p.startswith("state.colour: unknown key") for p in found)
     found = problems(BASE + "state:\n  backend: etcd\n", {"DEEPSEEK_API_KEY": "x"})
     assert found == ["state.backend: expected memory or redis, got 'etcd'"]
+    closed = cfg(BASE + "state: {backend: redis, url: 'redis://h:6379', budget_fail_mode: closed}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert closed.state.budget_fail_mode == "closed" and config.state.budget_fail_mode == "local"
+    found = problems(BASE + "state: {backend: redis, url: 'redis://h', budget_fail_mode: open}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert found == ["state.budget_fail_mode: expected local or closed, got 'open'"]
 
 
 def test_planos_session_cache_in_redis_means_the_shared_state() -> None:

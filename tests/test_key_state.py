@@ -159,3 +159,17 @@ def test_one_late_call_does_not_open_the_breaker(redis_service: Any) -> None:
         assert not state.available and (await state.admit("k", Limits(rpm=5), 0, "b")).degraded
 
     run(body, shared(redis_service))
+
+
+def test_a_closed_budget_refuses_while_redis_is_unreachable(redis_service: Any) -> None:
+    async def body(state: Any) -> None:
+        redis_service.stop()
+        try:
+            budgeted = await state.admit("k", Limits(budget=1000), 0, "a", hold=10)
+            limited = await state.admit("k", Limits(rpm=5), 0, "b")
+        finally:
+            redis_service.start()
+        assert budgeted.refused == "unavailable" and budgeted.degraded and budgeted.retry_after >= 1
+        assert limited.ok and limited.degraded  # the other limits still take their local share
+
+    run(body, shared(redis_service, budget_fail_mode="closed"))

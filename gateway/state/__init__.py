@@ -46,7 +46,7 @@ class Admission:
     limit, in which case nothing was counted or taken."""
 
     ok: bool
-    refused: str | None = None  # "parallel", "rpm", "tpm" or "budget"
+    refused: str | None = None  # "parallel", "rpm", "tpm", "budget", or "unavailable" (a budget, the store down)
     count: int = 0  # requests in the minute (this one included when admitted), or in flight when refused so
     reset_s: float = WINDOW_S  # until the oldest request (or, refused by tpm, reservation) leaves the window
     used: float = 0.0  # tokens used or reserved in the window before this request

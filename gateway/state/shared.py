@@ -258,6 +258,8 @@ class SharedState:
         reply = await self._run("admit", keys, args)
         if reply is None:
             self._degraded("admit")
+            if limits.budget is not None and self.config.budget_fail_mode == "closed":
+                return Admission(False, "unavailable", reset_s=self.config.retry_s, degraded=True)
             return replace(await self.local.admit(key, limits, tokens, request_id, hold), degraded=True)
         ok, refused, count, reset_ms, used, spent, held = reply
         refused = refused.decode() if isinstance(refused, bytes) else refused
