@@ -126,8 +126,7 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # and a full one over the start-up heap held the event loop for 50-75 ms under load.
         gc.freeze()
         warming.append(asyncio.create_task(_warm_tokenizer()))
-        if hasattr(ledgers.state, "warm"):  # the shared store's connection and scripts, before the first request
-            await ledgers.state.warm()
+        await ledgers.state.warm()  # a shared store's connection and scripts, before the first request
         # Other processes' model cooldowns (shared state); this app's Health from now on.
         ledgers.state.follow_cooldowns(lambda model, seconds: ledgers.health.cool(model, seconds) if ledgers.health else None)
         if router is not None:

@@ -126,9 +126,10 @@ class Quota:
         # Tokens and spend are a chat call's; a token count still counts against requests and slots.
         estimated = estimate(call.body, call.body_size, await counted_input(call)) if chat and \
             (key.tpm is not None or key.budget_usd is not None) else (0, 0)  # fmt: skip
-        # A budget holds the request's worst case: its estimate at the dearest model it may fail over to.
-        max_cost = max((p.pricing.cost(*estimated) for p in call.candidates if p.pricing is not None), default=0.0)
         budget = round(key.budget_usd * MICRO) if key.budget_usd is not None and chat else None
+        # A budget holds the request's worst case: its estimate at the dearest model it may fail over to.
+        max_cost = max((p.pricing.cost(*estimated) for p in call.candidates if p.pricing is not None), default=0.0) \
+            if budget is not None else 0.0  # fmt: skip
         limits = Limits(key.rpm, key.max_parallel, key.tpm if chat else None, budget, key.budget_window_s)
         if not limits.any:  # a budget-only key's token count: nothing to admit
             await self.app(scope, receive, send)

@@ -89,5 +89,8 @@ class LocalState:
     def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
         return None
 
+    async def warm(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
