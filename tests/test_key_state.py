@@ -4,6 +4,9 @@ against a real redis-server; then what only the shared one does (leases that exp
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
+import time
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -105,6 +108,7 @@ def test_an_unreachable_redis_degrades_to_a_local_share_and_recovers(redis_servi
 
     async def body(state: Any) -> None:
         state.on_degraded = degraded.append
+        await state.warm()  # connected and scripts loaded, as at a gateway's start
         four = Limits(rpm=4)
         assert not (await state.admit("k", four, 0, "a")).degraded
         redis_service.stop()
@@ -123,6 +127,31 @@ def test_an_unreachable_redis_degrades_to_a_local_share_and_recovers(redis_servi
         assert back.ok and not back.degraded
 
     run(body, shared(redis_service, timeout_s=0.1, retry_s=0.3, local_share=0.5))
+
+
+def test_a_stall_of_the_gateway_itself_is_not_taken_for_a_slow_redis(redis_service: Any) -> None:
+    """Redis answers after 50 ms, but this process stalls from 10 ms to 310 ms (three timeouts): the
+    reply waits in the socket, so the decision is still Redis's. A Redis that really does not answer
+    (stopped with SIGSTOP) is late."""
+    degraded: list[str] = []
+
+    async def body(state: Any) -> None:
+        state.on_degraded = degraded.append
+        await state.warm()
+        redis = redis_service.proc
+        redis.send_signal(signal.SIGSTOP)
+        threading.Timer(0.05, redis.send_signal, (signal.SIGCONT,)).start()
+        asyncio.get_running_loop().call_later(0.01, time.sleep, 0.3)
+        assert not (await state.admit("k", Limits(rpm=4), 0, "a")).degraded and degraded == []
+        redis.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert (await state.admit("k", Limits(rpm=4), 0, "b")).degraded
+            assert time.monotonic() - started < 0.5 and degraded == ["admit"]
+        finally:
+            redis.send_signal(signal.SIGCONT)
+
+    run(body, shared(redis_service, timeout_s=0.1, retry_s=0.3))
 
 
 def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], KeyState]) -> None:

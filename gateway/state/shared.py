@@ -17,7 +17,9 @@ may differ).
 A request's admission under all of its key's limits is one script (one round trip); its settlement
 (the slot given back, the reservation replaced by the usage) another, sent after the response.
 
-Redis unreachable or slow (`state.timeout`): the decision is taken by a `LocalState` holding
+Redis unreachable or slow (`state.timeout`, counted while this process could run: a deadline that
+comes due while the process was stalled, by a busy event loop or a starved CPU, is extended once, as
+the reply may be waiting unread in the socket): the decision is taken by a `LocalState` holding
 `local_share` of each limit and marked `degraded`; a refused connection, or three late calls in a row,
 leave Redis alone for `retry_after` (a circuit breaker: a dead Redis costs a few short timeouts per
 interval, not one per request); then the next decision tries Redis again, so recovery needs no restart.
@@ -45,6 +47,29 @@ from gateway.state.local import LocalState
 
 log = logging.getLogger("junction.state")
 SLOW_TO_OPEN = 3  # timed-out calls in a row that open the breaker (a refused connection opens it at once)
+
+
+class Deadline:
+    """`asyncio.timeout(seconds)` that forgives this process's own stalls: when the timer runs more than
+    half a timeout late, the process (not Redis) was held up, and the reply may already sit unread in
+    the socket; the call then gets one more `seconds` before it counts as late."""
+
+    def __init__(self, timer: asyncio.Timeout, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timer, self.seconds, self.forgiven = timer, seconds, False
+        self.due = self.loop.time() + seconds
+        self.handle = self.loop.call_at(self.due, self.expire)
+
+    def expire(self) -> None:
+        now = self.loop.time()
+        if not self.forgiven and now - self.due > self.seconds / 2:
+            self.forgiven, self.due = True, now + self.seconds
+            self.handle = self.loop.call_at(self.due, self.expire)
+        else:
+            self.timer.reschedule(now)  # fires: the work is cancelled, TimeoutError raised
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 # KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash), the
 # budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash),
@@ -171,9 +196,8 @@ class SharedState:
     # -- the connection and the breaker --------------------------------------------------------
     def _redis(self) -> Any:
         if self._client is None:  # created on first use, inside the serving event loop
-            timeout = self.config.timeout_s
-            self._client = aioredis.Redis.from_url(self.config.url, socket_timeout=timeout,
-                                                   socket_connect_timeout=timeout, retry_on_timeout=False)  # fmt: skip
+            # No socket timeouts of the client's own: `call` times every command (see `Deadline`).
+            self._client = aioredis.Redis.from_url(self.config.url, retry_on_timeout=False)
             self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE))}
         return self._client
 
@@ -201,8 +225,12 @@ class SharedState:
             return None
         try:
             client = self._redis()
-            async with asyncio.timeout(self.config.timeout_s * timeout_scale):
-                result = await work(client)
+            async with asyncio.timeout(None) as timer:
+                deadline = Deadline(timer, self.config.timeout_s * timeout_scale)
+                try:
+                    result = await work(client)
+                finally:
+                    deadline.cancel()
         except (RedisError, OSError, TimeoutError) as exc:
             self.failed(exc)
             return None
