@@ -27,6 +27,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.endpoints import ModelList, ResponsesWebSocket, StoredResponse, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.responses_store import ResponseStore, SharedResponseStore, StoredResponses
+from gateway.ledger.build import build_ledger
 from gateway.state.build import build_state
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
@@ -56,7 +57,7 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Intake(app, config.limits, responses)
     app = Auth(app, config)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
-    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle)
+    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle, ledgers.usage)
 
 
 class MetricsEndpoint:
@@ -88,6 +89,11 @@ async def _warm_tokenizer() -> None:
     gc.freeze()
 
 
+def build_ledgers(config: Config, metrics: Metrics) -> Ledgers:
+    """Per-key state and the usage ledger: chosen once per process (a reload keeps them)."""
+    return Ledgers(build_state(config, metrics), usage=build_ledger(config.ledger, metrics))
+
+
 def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metrics | None = None,
               ledgers: Ledgers | None = None, responses: StoredResponses | None = None) -> Starlette:  # fmt: skip
     """The gateway for one config. `lifecycle`, `metrics`, `ledgers` (per-key limits and spend) and
@@ -95,7 +101,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
     pool = ClientPool(config.timeouts)
     lifecycle = lifecycle or Lifecycle()
     metrics = metrics or Metrics()
-    ledgers = ledgers or Ledgers(build_state(config, metrics))
+    owned = ledgers is None  # then this app also closes them (a Reloadable closes its own)
+    ledgers = ledgers or build_ledgers(config, metrics)
     store = config.state_storage
     if responses is None:
         local = ResponseStore(store.max_entries, store.ttl_s)
@@ -126,7 +133,7 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # and a full one over the start-up heap held the event loop for 50-75 ms under load.
         gc.freeze()
         warming.append(asyncio.create_task(_warm_tokenizer()))
-        await ledgers.state.warm()  # a shared store's connection and scripts, before the first request
+        await ledgers.start()  # a shared store's connection and scripts, the usage ledger's writer
         # Other processes' model cooldowns (shared state); this app's Health from now on.
         ledgers.state.follow_cooldowns(lambda model, seconds: ledgers.health.cool(model, seconds) if ledgers.health else None)
         if router is not None:
@@ -147,6 +154,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         await start()
         yield
         await stop()
+        if owned:
+            await ledgers.close()
 
     async def ready(request: Request) -> Response:
         if lifecycle.draining:

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.config import GatewayKey, Provider
 from models.providers import ApiStyle
+from models.usage import Usage
 
 STATE_KEY = "junction.call"
 
@@ -42,6 +43,8 @@ class Call:
     ttft_ms: float | None = None  # first body byte of a stream
     input_tokens: int | None = None  # as reported by the upstream
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None  # part of input_tokens read from the upstream's prompt cache
+    cache_write_tokens: int | None = None  # part of input_tokens written to it
     counted_tokens: int | None = None  # input tokens by our tokenizer (gateway/chain/translate.py counted_input)
     streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
     error_type: str | None = None  # the last upstream failure's kind (gateway/upstream.py error_kind)
@@ -67,12 +70,16 @@ class Call:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
-    def add_usage(self, tokens: tuple[int | None, int | None]) -> None:
+    def add_usage(self, usage: Usage) -> None:
         """Keep the latest figures an upstream reported (streams report them in pieces)."""
-        if tokens[0] is not None:
-            self.input_tokens = tokens[0]
-        if tokens[1] is not None:
-            self.output_tokens = tokens[1]
+        if usage.input is not None:
+            self.input_tokens = usage.input
+        if usage.output is not None:
+            self.output_tokens = usage.output
+        if usage.cache_read is not None:
+            self.cache_read_tokens = usage.cache_read
+        if usage.cache_write is not None:
+            self.cache_write_tokens = usage.cache_write
 
     def estimate_cut_usage(self) -> None:
         """A stream that ended without a usage report (client gone, upstream died) is still

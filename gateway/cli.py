@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -141,7 +142,6 @@ class DrainingServer(uvicorn.Server):
 def cmd_route(args: argparse.Namespace) -> int:
     """Print the routing decision for a text or a JSON conversation on stdin, without an LLM call;
     `junction route eval FILE.jsonl` measures accuracy on labelled traffic instead."""
-    import json
 
     from gateway.chain.routing import build_router
 
@@ -258,6 +258,49 @@ def cmd_route_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    """`junction usage [--by key,model] [--since 7d] [--json | --csv]`: spend and tokens from the ledger."""
+    import asyncio
+    import datetime as dt
+
+    from gateway.ledger import report
+    from gateway.ledger.build import build_store
+
+    config = _load_or_exit(args.config)
+    if not config.ledger.enabled:
+        print(f"{args.config}: the usage ledger is off (ledger: {{backend: off}})", file=sys.stderr)
+        return 1
+    try:
+        by = report.parse_by(args.by)
+        since = report.parse_since(args.since, dt.datetime.now(dt.timezone.utc).date())
+    except report.UsageArgsError as exc:
+        print(f"usage: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if config.ledger.backend == "sqlite" and not Path(config.ledger.path or "").exists():
+        print(f"no usage recorded yet ({config.ledger.path} does not exist)", file=sys.stderr)
+        return 1
+    store = build_store(config.ledger)
+
+    async def read() -> list[dict[str, Any]]:
+        try:
+            return await store.report(by, since)
+        finally:
+            await store.close()
+
+    try:
+        rows = report.complete(asyncio.run(read()), by)
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be read: say which and why
+        print(f"cannot read the usage ledger ({config.ledger.backend}): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_json(rows, by, since), indent=2))
+    elif args.csv:
+        sys.stdout.write(report.as_csv(rows, by))
+    else:
+        print(report.as_table(rows, by, since))
+    return 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from gateway import mock_upstream
 
@@ -303,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also print every task class's probability, each route's task classes and the nearest "
                             "training requests")  # fmt: skip
     route.add_argument("--out", help="route eval: folder for the decisions, summary and confusion PNG (default: .)")
+    usage = add("usage", cmd_usage, "requests, tokens and spend from the usage ledger, by key, model, route, day")
+    usage.add_argument("--by", default="key,model", help="comma-separated: key, model, route, day, provider "
+                       "(default: %(default)s)")  # fmt: skip
+    usage.add_argument("--since", help="first UTC day: YYYY-MM-DD or the last N days as Nd (default: this month)")
+    form = usage.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON (costs also in exact integer nano-USD)")
+    form.add_argument("--csv", action="store_true", help="print CSV, for a spreadsheet")
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
     mock.add_argument("--host", help="bind address (default 127.0.0.1)")
     mock.add_argument("--port", type=int, help="port (default 9100)")

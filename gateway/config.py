@@ -48,7 +48,7 @@ _PLANO_IGNORED = (
 _KNOWN_TOP = (
     "version", "llm_providers", "model_providers", "routing_preferences", "model_aliases",
     "listeners", "gateway_keys", "limits", "streaming", "timeouts", "failover", "shutdown", "routing", "tracing",
-    "metrics", "access_log", "state_storage", "state",
+    "metrics", "access_log", "state_storage", "state", "ledger",
 ) + _PLANO_IGNORED  # fmt: skip
 _PROVIDER_KEYS = (
     "model", "name", "access_key", "base_url", "headers", "default", "provider_interface",
@@ -284,6 +284,27 @@ class SharedState:
     budget_fail_mode: str = "local"  # while Redis is unreachable: "local" (a share, like the limits) or "closed"
 
 
+@dataclass(frozen=True)
+class LedgerOptions:
+    """`ledger:` the usage ledger (gateway/ledger): one row per LLM request and daily rollups, in a
+    SQLite file beside the config (the default; every worker on one host may share it) or PostgreSQL
+    (replicas on several hosts); `off` keeps none."""
+
+    backend: str = "off"  # sqlite, postgres or off (a config read from a file defaults to sqlite)
+    path: str | None = None  # sqlite: the database file
+    dsn: str | None = field(default=None, repr=False)  # postgres: may carry a password
+    journal: str | None = None  # a folder for usage that could not reach the database
+    flush_interval_s: float = 1.0
+    max_batch: int = 500
+    buffer: int = 100_000  # events held in memory while the database is down, before the journal
+    retention_days: float | None = 90.0  # per-request rows; the daily rollups are kept (None: forever)
+    pool_size: int = 2  # postgres connections per process
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "off"
+
+
 _LIMIT_FLOORS = {"max_body_bytes": 1024, "max_header_bytes": 1024, "max_messages": 1}
 
 
@@ -312,6 +333,7 @@ class Config:
     fallbacks: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)  # by provider.model
     state_storage: StateStorage = StateStorage()
     state: SharedState = SharedState()
+    ledger: LedgerOptions = LedgerOptions()
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
 
@@ -326,9 +348,9 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for redaction."""
-        password = urlsplit(self.state.url).password if self.state.url else None  # redis://:secret@host
+        passwords = [urlsplit(url).password for url in (self.state.url, self.ledger.dsn) if url]  # scheme://:secret@host
         return tuple(p.access_key for p in self.providers if p.access_key) + self.gateway_secrets + \
-            ((password,) if password else ())  # fmt: skip
+            tuple(password for password in passwords if password)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +482,7 @@ class _Builder:
         fallbacks = self.fallbacks(refs, ambiguous)
         state_storage = self.state_storage()
         state = self.shared_state()
+        ledger = self.ledger()
         keys = [self.key_models(i, k, refs, ambiguous) for i, k in enumerate(keys)]
         for i, key in enumerate(keys):
             if key.budget_usd is not None:
@@ -503,6 +526,7 @@ class _Builder:
             fallbacks=MappingProxyType(fallbacks),
             state_storage=state_storage,
             state=state,
+            ledger=ledger,
             warnings=tuple(self.warnings),
             source=self.source,
         )
@@ -1140,6 +1164,62 @@ class _Builder:
             fail_mode = "local"
         return SharedState(backend, url, timeout if timeout and timeout > 0 else SharedState.timeout_s,
                            retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix, fail_mode)  # fmt: skip
+
+    def ledger(self) -> LedgerOptions:
+        raw = self.raw.get("ledger")
+        from_file = self.source != "<memory>"
+        if raw is None:
+            raw = {}
+        if not self.typed("ledger", raw, dict, "a mapping"):
+            return LedgerOptions()
+        self.unknown_keys("ledger.", raw, ("backend", "path", "dsn", "journal", "flush_interval", "max_batch", "buffer",
+                                           "retention_days", "pool_size"))  # fmt: skip
+        backend = raw.get("backend", "sqlite" if from_file or "path" in raw else "off")
+        if backend is False:
+            backend = "off"  # YAML reads a bare `off` as false
+        if backend not in ("sqlite", "postgres", "off"):
+            self.error("ledger.backend", f"expected sqlite, postgres or off, got {backend!r}")
+            return LedgerOptions()
+        # Relative paths are beside the config file.
+        here = Path(self.source).parent if from_file else Path.cwd()
+        stem = Path(self.source).stem if from_file else "junction"
+        path = raw.get("path", f"{stem}.usage.db")
+        if not isinstance(path, str) or not path:
+            self.error("ledger.path", "expected a file path")
+            path = f"{stem}.usage.db"
+        journal = raw.get("journal", f"{stem}.usage-journal")
+        if not isinstance(journal, str) or not journal:
+            self.error("ledger.journal", "expected a folder path")
+            journal = f"{stem}.usage-journal"
+        dsn = raw.get("dsn")
+        if backend == "postgres":
+            if not isinstance(dsn, str) or not dsn:
+                self.error("ledger.dsn", "required with backend: postgres (postgresql://user:password@host:port/db)")
+                dsn = None
+            else:
+                dsn, unset = self.expand(dsn)
+                if unset:
+                    self.error("ledger.dsn", f"environment variable {', '.join(unset)} is not set")
+                elif urlsplit(dsn).scheme not in ("postgres", "postgresql"):
+                    self.error("ledger.dsn", "expected a postgresql:// URL")
+        elif dsn is not None:
+            self.warnings.append("ledger.dsn is only read with backend: postgres")
+        interval = parse_duration("ledger.flush_interval", raw.get("flush_interval", 1.0), self)
+        if interval is not None and interval <= 0:
+            self.error("ledger.flush_interval", "expected a positive duration")
+        whole = {}
+        for name in ("max_batch", "buffer", "pool_size"):
+            value = raw.get(name, getattr(LedgerOptions, name))
+            if not is_number(value, whole=True) or value < 1:
+                self.error(f"ledger.{name}", f"expected a positive whole number, got {value!r}")
+                value = getattr(LedgerOptions, name)
+            whole[name] = value
+        retention = raw.get("retention_days", LedgerOptions.retention_days)
+        if retention is not None and (not is_number(retention) or retention <= 0):
+            self.error("ledger.retention_days", f"expected a positive number of days (or null: keep all), got {retention!r}")
+            retention = LedgerOptions.retention_days
+        return LedgerOptions(backend, str(here / path), dsn, str(here / journal),
+                             interval if interval and interval > 0 else 1.0, retention_days=retention, **whole)  # fmt: skip
 
     def streaming(self) -> float:
         raw = self.raw.get("streaming") or {}

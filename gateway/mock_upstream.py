@@ -17,6 +17,7 @@ parameters (the header wins), so one process serves every scenario:
   stall_after  chunks sent before a stall/close fault (default 2)
   reply        the exact reply text
   words        reply with N words "w1 w2 ..." (fixed-size bodies for benchmarks)
+  cached       report this many of the input tokens as read from a prompt cache
   chunk_bytes  reply with `chunks` pieces of N bytes of filler each (a big, fast stream: chunks=4096,
                chunk_bytes=16384 streams 64 MiB; the pieces share one string, no word splitting)
 
@@ -188,6 +189,7 @@ class Reply:
     tool: ToolCall | None
     input_tokens: int
     output_tokens: int
+    cached_tokens: int  # of input_tokens, read from a prompt cache
     stream_usage: bool  # OpenAI stream_options.include_usage
     pieces: list[str]  # stream fragments of the text, or of the tool arguments
     events: int = 0  # Responses streams: events sent so far (the next sequence_number)
@@ -256,14 +258,16 @@ def plan_reply(body: dict[str, Any], knobs: dict[str, str], n: int, anthropic: b
     counted = tool.arguments if tool else text
     prompt = [body.get(k) for k in ("system", "instructions", "tools", "messages") if k in body]
     stream_options = body.get("stream_options")
+    input_tokens = max(1, len(orjson.dumps(prompt)) // 4)
     return Reply(
         id=f"resp_mock{n}" if responses else f"msg_mock{n}" if anthropic else f"chatcmpl-mock-{n}",
         model=str(body.get("model", "mock")),
         created=int(time.time()),
         text=text,
         tool=tool,
-        input_tokens=max(1, len(orjson.dumps(prompt)) // 4),
+        input_tokens=input_tokens,
         output_tokens=max(1, len(counted.split())),
+        cached_tokens=min(input_tokens, int(knob_number(knobs, "cached"))),
         stream_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
         pieces=pieces,
     )
@@ -285,7 +289,8 @@ class OpenAIStyle:
     @staticmethod
     def usage(r: Reply) -> dict[str, int]:
         return {"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens,
-                "total_tokens": r.input_tokens + r.output_tokens}  # fmt: skip
+                "total_tokens": r.input_tokens + r.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}  # fmt: skip
 
     @staticmethod
     def finish(r: Reply) -> str:
@@ -348,7 +353,9 @@ class AnthropicStyle:
 
     def message(self, r: Reply, streaming: bool) -> dict[str, Any]:
         # Streaming starts with an empty shell; the totals arrive in message_delta.
-        usage = {"input_tokens": r.input_tokens, "output_tokens": 1 if streaming else r.output_tokens}
+        # Anthropic's input_tokens leave out what was read from the cache.
+        usage = {"input_tokens": r.input_tokens - r.cached_tokens, "cache_read_input_tokens": r.cached_tokens,
+                 "output_tokens": 1 if streaming else r.output_tokens}  # fmt: skip
         return {"id": r.id, "type": "message", "role": "assistant", "model": r.model,
                 "content": [] if streaming else [self.block(r, False)],
                 "stop_reason": None if streaming else ("tool_use" if r.tool else "end_turn"), "stop_sequence": None,
@@ -368,7 +375,8 @@ class AnthropicStyle:
 
     def close(self, r: Reply) -> bytes:
         stop = {"stop_reason": "tool_use" if r.tool else "end_turn", "stop_sequence": None}
-        usage = {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens}
+        usage = {"input_tokens": r.input_tokens - r.cached_tokens, "cache_read_input_tokens": r.cached_tokens,
+                 "output_tokens": r.output_tokens}  # fmt: skip
         return (self.event({"type": "content_block_stop", "index": 0})
                 + self.event({"type": "message_delta", "delta": stop, "usage": usage})
                 + self.event({"type": "message_stop"}))  # fmt: skip
@@ -381,7 +389,7 @@ class ResponsesStyle:
 
     @staticmethod
     def usage(r: Reply) -> dict[str, Any]:
-        return {"input_tokens": r.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+        return {"input_tokens": r.input_tokens, "input_tokens_details": {"cached_tokens": r.cached_tokens},
                 "output_tokens": r.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": r.input_tokens + r.output_tokens}  # fmt: skip
 

@@ -73,6 +73,9 @@ class Metrics:
         # Decisions taken per process because the shared key state (Redis) was unreachable.
         self.state_degraded = Counter("junction_state_degraded", "Key-limit operations decided per process "
                                       "because the shared state store was unreachable", ("operation",), registry=r)  # fmt: skip
+        self.ledger_events = Counter("junction_ledger_events", "Usage-ledger events by outcome: written to the "
+                                     "database, journaled to disk while it was down, dropped (disk refused too)",
+                                     ("outcome",), registry=r)  # fmt: skip
         self.disconnects = Counter("junction_client_disconnects", "Requests the client abandoned",
                                    ("model",), registry=r)  # fmt: skip
         self.loop_lag = Gauge("junction_event_loop_lag_seconds",

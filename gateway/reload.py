@@ -15,12 +15,10 @@ from typing import Any
 from starlette.applications import Starlette
 
 from gateway import redact
-from gateway.app import build_app
-from gateway.chain.quota import Ledgers
+from gateway.app import build_app, build_ledgers
 from gateway.config import Config, ConfigError, load
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics
-from gateway.state.build import build_state
 
 log = logging.getLogger("junction")
 
@@ -33,7 +31,7 @@ class Reloadable:
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()  # counters survive reloads
         # and so do per-key limits and spend (the `state:` backend is chosen once, at start)
-        self.ledgers = Ledgers(build_state(config, self.metrics))
+        self.ledgers = build_ledgers(config, self.metrics)
         self.current: Starlette = build_app(config, self.lifecycle, self.metrics, self.ledgers)
         self.responses = self.current.state.responses  # and stored Responses
         self._retired: set[asyncio.Task[None]] = set()
@@ -61,7 +59,7 @@ class Reloadable:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.current.state.stop()
-                await self.ledgers.state.close()
+                await self.ledgers.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

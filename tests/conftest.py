@@ -70,3 +70,12 @@ def redis_service() -> Iterator[Any]:
 
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[Any]:
+    """A real PostgreSQL for the session (skipped, with the reason, when the binaries are missing)."""
+    from tests.postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server

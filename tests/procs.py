@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import httpx
 
@@ -188,3 +188,30 @@ def run_bounded(argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout:
     finally:
         kill_group(proc)  # tool subprocesses it may have left behind
     return proc.returncode, stdout, stderr
+
+
+class LocalServer(Protocol):
+    folder: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def running(binary: str | None, server: Callable[[str], LocalServer], missing: str) -> Iterator[Any]:
+    """A database server the suite starts on its own (Redis, PostgreSQL) from `binary`: stopped and its
+    folder removed at the end; the test is skipped, saying `missing`, without the binary."""
+    import shutil
+
+    import pytest
+
+    if binary is None:
+        pytest.skip(missing)
+    started = server(binary)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(started.folder, ignore_errors=True)

@@ -9,11 +9,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Iterator
 
-import pytest
 
-from tests.procs import free_port
+from tests.procs import free_port, running
 
 
 def redis_binary() -> str | None:
@@ -62,16 +60,6 @@ class RedisServer:
         redis.Redis(port=self.port).flushall()
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    binary = redis_binary()
-    if binary is None:
-        pytest.skip("redis-server not found: install Debian's redis-server (make test does when it runs as root) "
-                    "to test the shared key state")  # fmt: skip
-    server = RedisServer(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
+def redis_server() -> contextlib.AbstractContextManager[RedisServer]:
+    return running(redis_binary(), RedisServer, "redis-server not found: install Debian's redis-server (make test "
+                   "does when it runs as root) to test the shared key state")  # fmt: skip

@@ -12,7 +12,7 @@ from models.translate.responses_relay import ResponsesRelay
 from models.translate.responses_request import responses_passthrough
 from models.translate.responses_response import is_gateway_id, new_message_item_id
 from models.translate.thinking import seal_reasoning
-from models.usage import delta_chars, usage_of
+from models.usage import Usage, delta_chars, usage_of
 
 
 def decode(frames: list[bytes] | bytes) -> list[dict[str, Any]]:
@@ -85,9 +85,11 @@ def test_passthrough_keeps_the_body_but_what_only_the_gateway_reads() -> None:
 
 def test_usage_and_output_characters_of_responses_events() -> None:
     completed = {"type": "response.completed", "response": {"usage": {"input_tokens": 12, "output_tokens": 3}}}
-    assert usage_of(ApiStyle.RESPONSES, completed) == (12, 3)
-    assert usage_of(ApiStyle.RESPONSES, {"usage": {"input_tokens": 1, "output_tokens": 2}}) == (1, 2)  # a whole body
-    assert usage_of(ApiStyle.RESPONSES, created()) == (None, None)
+    assert usage_of(ApiStyle.RESPONSES, completed) == Usage(12, 3)
+    assert usage_of(ApiStyle.RESPONSES, {"usage": {"input_tokens": 1, "output_tokens": 2}}) == Usage(1, 2)  # a whole body
+    assert usage_of(ApiStyle.RESPONSES, created()) == Usage()
+    cached = {"usage": {"input_tokens": 10, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 6}}}
+    assert usage_of(ApiStyle.RESPONSES, cached) == Usage(10, 2, 6, None)
     assert delta_chars(ApiStyle.RESPONSES, {"type": "response.output_text.delta", "delta": "héllo"}) == 5
     assert delta_chars(ApiStyle.RESPONSES, {"type": "response.function_call_arguments.delta", "delta": "{}"}) == 2
     assert delta_chars(ApiStyle.RESPONSES, {"type": "response.output_text.done", "text": "héllo"}) == 0

@@ -14,6 +14,7 @@ import orjson
 
 from gateway.call import STATE_KEY, Call
 from gateway.errors import GatewayError, render, stream_error_frame
+from gateway.ledger import Ledger, event_of
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics, log_access
 from models.providers import ApiStyle
@@ -55,8 +56,10 @@ def _request_id(headers: dict[str, str]) -> str:
 
 class Boundary:
     def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None,
-                 tracing: Any = None, prompt_chars: int = 0, lifecycle: Lifecycle | None = None) -> None:  # fmt: skip
+                 tracing: Any = None, prompt_chars: int = 0, lifecycle: Lifecycle | None = None,
+                 usage: Ledger | None = None) -> None:  # fmt: skip
         self.app = app
+        self.usage = usage  # the usage ledger: one row per LLM request
         self.lifecycle = lifecycle  # for the LLM chain: counts its requests, refuses new ones while draining
         self.max_header_bytes = max_header_bytes
         self.metrics = metrics
@@ -133,6 +136,8 @@ class Boundary:
                     self.metrics.record(call)
             if call.endpoint not in _NOT_LLM:
                 log_access(call, self.prompt_chars)
+                if self.usage is not None and call.endpoint == "chat":
+                    self.usage.add(event_of(call))
                 if self.tracing is not None:
                     self.tracing.record(call)
 

@@ -32,10 +32,22 @@ DEFAULT_OUTPUT_RESERVATION = 1024  # when the request sets no max_tokens
 
 @dataclass
 class Ledgers:
-    """Every per-key counter (`state`: requests per minute, in flight, tokens, spend) and the model health."""
+    """Every per-key counter (`state`: requests per minute, in flight, tokens, spend), the model health and
+    the usage ledger (one row per request, in a database)."""
 
     state: KeyState = field(default_factory=LocalState)
     health: Any = None  # the serving app's model health (gateway/cooldown.py), set when the chain is built
+    usage: Any = None  # gateway.ledger.Ledger, unless `ledger: {backend: off}`
+
+    async def start(self) -> None:
+        await self.state.warm()  # a shared store's connection and scripts, before the first request
+        if self.usage is not None:
+            await self.usage.start()
+
+    async def close(self) -> None:
+        if self.usage is not None:
+            await self.usage.close()  # after the drain: the last requests' rows are in the buffer
+        await self.state.close()
 
 
 def estimate(body: dict[str, Any], size: int = 0, counted: int | None = None) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import orjson
 from models.translate.errors import UpstreamResponseError
 from models.translate.ids import to_client_id
 from models.translate.thinking import sign
+from models.usage import openai_cache
 
 # OpenAI / DeepSeek / Kimi finish_reason -> Anthropic stop_reason (§5.5). DeepSeek's
 # `insufficient_system_resource` is not here: it is an overload error, not a way to stop.
@@ -63,14 +64,8 @@ def anthropic_usage(usage: object, input_estimate: int | None = None) -> dict[st
     gateway's estimate: a real prompt is never empty, and 0 blinds Claude Code's context meter.
     """
     u = usage if isinstance(usage, dict) else {}
-    details = u.get("prompt_tokens_details")
-    details = details if isinstance(details, dict) else {}
-    cache_read = next(
-        (n for n in (_int(details.get("cached_tokens")), _int(u.get("prompt_cache_hit_tokens")),
-                     _int(u.get("cached_tokens"))) if n is not None),
-        0,
-    )  # fmt: skip
-    cache_write = _int(details.get("cache_write_tokens")) or 0
+    read, write = openai_cache(u)
+    cache_read, cache_write = read or 0, write or 0
     prompt = _int(u.get("prompt_tokens")) or input_estimate or 0
     return {
         "input_tokens": max(prompt - cache_read - cache_write, 0),

@@ -1,0 +1,269 @@
+"""The usage ledger: one row per LLM request and daily rollups, in SQLite (one host) or PostgreSQL.
+
+The request path only appends an event to a buffer (`Ledger.add`, no I/O). A background task writes
+the buffer in batches (every `flush_interval`, or sooner once `max_batch` events wait), each batch in
+one transaction that inserts the events it has not seen yet (by event id) and adds exactly those to
+`usage_daily`; a batch retried after a lost acknowledgement therefore never counts twice. While the
+database is down the buffer keeps growing up to `buffer` events, then spills to journal files that
+any process replays once the database is back (and at start), so an outage or a restart loses
+nothing. Cost is integer nano-dollars, so sums are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Protocol, Sequence
+
+from gateway.call import Call
+from gateway.ledger.journal import Journal
+
+log = logging.getLogger("junction.ledger")
+
+RETRY_MAX_S = 30.0  # the longest wait between attempts while the database is down
+NANO_PER_MICRO = 1000
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One request as the ledger keeps it (column order = `EVENT_COLUMNS`)."""
+
+    id: str  # minted here, unique: the idempotency key of a retried batch
+    request_id: str  # the client's x-request-id or the gateway's
+    ts: float  # epoch seconds at the end of the request
+    day: str  # UTC date, YYYY-MM-DD
+    key_name: str  # "" without a gateway key
+    route: str  # the routing preference that chose the model, "" for none
+    requested_model: str
+    model: str  # the model that served (after failover), "" when none did
+    provider: str
+    protocol: str  # anthropic, openai or responses
+    status: int
+    attempts: int
+    fallback_from: str
+    stream: bool
+    client_gone: bool
+    input_tokens: int  # includes the cached part
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nano: int  # USD x 1e9, from the serving model's pricing (0 when unpriced)
+    latency_ms: float
+    ttft_ms: float | None
+    usage_estimated: bool  # output tokens estimated from a stream cut before its usage report
+
+    @property
+    def error(self) -> bool:
+        return self.status == 0 or self.status >= 400
+
+    def row(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+
+EVENT_COLUMNS = tuple(f.name for f in fields(UsageEvent))
+# The rollup's grouping and its sums, in the order of usage_daily's columns.
+DAILY_KEY = ("day", "key_name", "model", "route", "provider")
+DAILY_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+              "cost_nano")  # fmt: skip
+
+
+def nano_cost(pricing: Any, input_tokens: int, output_tokens: int) -> int:
+    """USD x 1e9 at `pricing` (USD per million tokens): tokens x price x 1000, rounded once."""
+    if pricing is None:
+        return 0
+    return round(input_tokens * pricing.input * 1000 + output_tokens * pricing.output * 1000)
+
+
+def event_of(call: Call, now: float | None = None) -> UsageEvent:
+    """The ledger's row for a finished call (pure)."""
+    ts = time.time() if now is None else now
+    provider = call.provider
+    input_tokens, output_tokens = call.input_tokens or 0, call.output_tokens or 0
+    return UsageEvent(
+        id=uuid.uuid4().hex,
+        request_id=call.request_id,
+        ts=round(ts, 3),
+        day=time.strftime("%Y-%m-%d", time.gmtime(ts)),
+        key_name=call.key.name if call.key else "",
+        route=call.route or "",
+        requested_model=call.requested_model or "",
+        model=provider.model if provider else "",
+        provider=provider.prefix if provider else "",
+        protocol=call.wire,
+        status=call.status,
+        attempts=call.attempts,
+        fallback_from=call.fallback_from or "",
+        stream=call.stream,
+        client_gone=call.client_gone,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=call.cache_read_tokens or 0,
+        cache_write_tokens=call.cache_write_tokens or 0,
+        cost_nano=nano_cost(provider.pricing if provider else None, input_tokens, output_tokens),
+        latency_ms=round(call.elapsed_ms(), 2),
+        ttft_ms=round(call.ttft_ms, 2) if call.ttft_ms is not None else None,
+        usage_estimated=call.usage_estimated,
+    )
+
+
+class LedgerStore(Protocol):
+    """A database holding `usage_event` and `usage_daily` (gateway/ledger/sqlite.py, postgres.py)."""
+
+    async def open(self) -> None: ...
+
+    async def write(self, events: Sequence[UsageEvent]) -> int:
+        """Insert the events not stored yet and add exactly those to the rollup, in one transaction;
+        returns how many were new. Raises on any database failure (nothing is then written)."""
+        ...
+
+    async def spent_nano(self, key_name: str, since: float) -> int:
+        """The key's summed cost of events at or after `since` (epoch seconds)."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete events older than `before` (the daily rollups stay); returns how many."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Ledger:
+    """The write path: a bounded buffer, a flusher task, retries with backoff, the journal."""
+
+    def __init__(self, store: LedgerStore, journal: Journal, flush_interval_s: float = 1.0, max_batch: int = 500,
+                 buffer: int = 100_000, retention_s: float | None = None, metrics: Any = None) -> None:  # fmt: skip
+        self.store, self.journal = store, journal
+        self.flush_interval_s, self.max_batch, self.buffer_cap = flush_interval_s, max_batch, buffer
+        self.retention_s = retention_s
+        self.metrics = metrics  # gateway.observe.Metrics: events written, journaled, dropped
+        self.pending: list[UsageEvent] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.healthy = True  # the last write succeeded
+        self._pruned_at = 0.0
+
+    # -- the request path ------------------------------------------------------------------
+    def add(self, event: UsageEvent) -> None:
+        """Append; never waits and never raises."""
+        self.pending.append(event)
+        if len(self.pending) >= self.max_batch:
+            self._wake.set()
+
+    def unflushed_nano(self, key_name: str, since: float) -> int:
+        """Cost of this process's events not written yet (part of a budget reseed)."""
+        return sum(e.cost_nano for e in self.pending if e.key_name == key_name and e.ts >= since)
+
+    async def spent_nano(self, key_name: str, since: float) -> int:
+        """What the key spent since `since`: the database's sum plus this process's unwritten events."""
+        return await self.store.spent_nano(key_name, since) + self.unflushed_nano(key_name, since)
+
+    # -- the background side ---------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None:  # once per process (a config reload starts the new app, not this)
+            return
+        try:
+            await self.store.open()
+        except Exception as exc:  # noqa: BLE001 - the database may come later; events wait for it
+            self.healthy = False
+            log.warning("ledger: database not reachable at start-up (%s); usage is buffered until it is", exc)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            ok = await self.flush()
+            if self._closed:
+                return
+            backoff = self.flush_interval_s if ok else min(RETRY_MAX_S, max(backoff, self.flush_interval_s) * 2)
+            if ok:
+                await self._maintain()
+
+    async def flush(self) -> bool:
+        """Write everything pending, batch by batch, then replay the journal; False on a failure (what
+        was not written stays pending; beyond `buffer` events it goes to the journal)."""
+        while self.pending:
+            batch = self.pending[: self.max_batch]
+            try:
+                new = await self.store.write(batch)
+            except Exception as exc:  # noqa: BLE001 - any database or driver failure
+                await self._failed(exc)
+                return False
+            del self.pending[: len(batch)]
+            self._written(len(batch), new)
+        while (claim := await asyncio.to_thread(self.journal.claim)) is not None:
+            claimed, rows = claim
+            events = [UsageEvent(*row) for row in rows]
+            try:
+                for start in range(0, len(events), self.max_batch):
+                    self._written(0, await self.store.write(events[start:start + self.max_batch]))
+            except Exception as exc:  # noqa: BLE001 - left for the next attempt; replay is idempotent
+                await asyncio.to_thread(self.journal.release, claimed)
+                await self._failed(exc)
+                return False
+            await asyncio.to_thread(self.journal.done, claimed)
+            log.info("ledger: %d journaled events written", len(events))
+        return True
+
+    def _written(self, batch: int, new: int) -> None:
+        if not self.healthy:
+            log.warning("ledger: database reachable again; writing the buffered usage")
+        self.healthy = True
+        if self.metrics is not None:
+            self.metrics.ledger_events.labels("written").inc(new)
+        if new < batch:
+            log.info("ledger: %d of %d events were already stored (a retried batch)", batch - new, batch)
+
+    async def _failed(self, exc: BaseException) -> None:
+        if self.healthy:
+            log.warning("ledger: cannot write usage (%s: %s); %d events buffered, retrying", type(exc).__name__,
+                        exc, len(self.pending))  # fmt: skip
+        self.healthy = False
+        if len(self.pending) > self.buffer_cap:
+            spill, self.pending = self.pending, []
+            try:
+                await asyncio.to_thread(self.journal.spill, spill)
+                if self.metrics is not None:
+                    self.metrics.ledger_events.labels("journaled").inc(len(spill))
+            except OSError as error:  # the disk too: the one case where usage is lost, and counted
+                log.error("ledger: journal not writable (%s); %d events dropped", error, len(spill))
+                if self.metrics is not None:
+                    self.metrics.ledger_events.labels("dropped").inc(len(spill))
+
+    async def _maintain(self) -> None:
+        """Retention: old events are deleted once an hour (the daily rollups stay)."""
+        now = time.time()
+        if self.retention_s is None or now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        try:
+            removed = await self.store.prune(now - self.retention_s)
+            if removed:
+                log.info("ledger: %d events past the retention removed", removed)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("ledger: retention pass failed (%s)", exc)
+
+    async def close(self, wait_s: float = 10.0) -> None:
+        """Drain: a last flush (at most `wait_s`); what is still unwritten goes to the journal."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=wait_s)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        if self.pending:
+            self.buffer_cap = 0
+            await self._failed(RuntimeError("stopping with the database unreachable"))
+        try:
+            await self.store.close()
+        except Exception:  # noqa: BLE001 - stopping anyway
+            pass
