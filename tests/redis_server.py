@@ -59,6 +59,11 @@ class RedisServer:
 
         redis.Redis(port=self.port).flushall()
 
+    def keys(self) -> list[bytes]:
+        import redis
+
+        return list(redis.Redis(port=self.port).keys("*"))
+
 
 def redis_server() -> contextlib.AbstractContextManager[RedisServer]:
     return running(redis_binary(), RedisServer, "redis-server not found: install Debian's redis-server (make test "

@@ -157,6 +157,7 @@ def test_a_stall_of_the_gateway_itself_is_not_taken_for_a_slow_redis(redis_servi
 def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], KeyState]) -> None:
     async def body(state: KeyState) -> None:
         limit = Limits(budget=1000)  # micro-dollars
+        await state.seed("k", 0, 0.0, 0)  # nothing spent before (see the seeding test)
         first = await state.admit("k", limit, 0, "a", hold=600)
         second = await state.admit("k", limit, 0, "b", hold=600)  # 600 held < 1000: admitted, may overshoot once
         assert first.ok and second.ok and second.held == 600 and second.spent == 0
@@ -172,9 +173,48 @@ def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], Ke
         spent = await state.admit("k", limit, 0, "e", hold=1)
         assert spent.refused == "budget" and spent.spent == 1000 and spent.window_end == 0  # never renews
         windowed = Limits(budget=10, budget_window_s=3600)
+        unseeded = await state.admit("w", windowed, 0, "f", hold=5)
+        await state.seed("w", unseeded.window, unseeded.window_end, 0)
         assert (await state.admit("w", windowed, 0, "f", hold=5)).window_end > 0
 
     run(body, make_state())
+
+
+def test_a_budget_window_unknown_to_the_store_is_seeded_and_only_ever_raised(make_state: Callable[[], KeyState]) -> None:
+    """A budget window the store holds no spend for (a process that just started, a Redis that lost its
+    data) refuses with "unseeded" and counts nothing, until the gateway seeds it from the usage ledger."""
+
+    async def body(state: KeyState) -> None:
+        limit = Limits(rpm=10, budget=1000, budget_window_s=3600)
+        first = await state.admit("k", limit, 0, "a", hold=10)
+        assert first.refused == "unseeded" and first.window == limit.window_start(time.time()) and first.window_end
+        await state.settle("k", first, 0, 0)  # nothing to settle: nothing was taken
+        await state.seed("k", first.window, first.window_end, 990)  # the ledger's sum
+        admitted = await state.admit("k", limit, 0, "b", hold=10)
+        assert admitted.ok and admitted.spent == 990 and admitted.count == 1  # the refusal was not counted
+        await state.settle("k", admitted, 0, 4)
+        await asyncio.sleep(0.05)
+        await state.seed("k", first.window, first.window_end, 500)  # a lower (staler) sum lowers nothing
+        assert (await state.admit("k", limit, 0, "c", hold=10)).spent == 994
+
+    run(body, make_state())
+
+
+def test_spend_lost_by_redis_is_seeded_again(redis_service: Any) -> None:
+    async def body(state: Any) -> None:
+        limit = Limits(budget=1000)
+        await state.seed("k", 0, 0.0, 700)
+        taken = await state.admit("k", limit, 0, "a", hold=10)
+        assert taken.ok and taken.spent == 700
+        redis_service.flush()  # Redis restarted without persistence
+        await state.settle("k", taken, 0, 50)  # settled into nothing: the ledger will have it
+        await asyncio.sleep(0.05)
+        again = await state.admit("k", limit, 0, "b", hold=10)
+        assert again.refused == "unseeded" and not again.degraded
+        await state.seed("k", 0, 0.0, 750)
+        assert (await state.admit("k", limit, 0, "b", hold=10)).spent == 750
+
+    run(body, shared(redis_service))
 
 
 def test_one_late_call_does_not_open_the_breaker(redis_service: Any) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 import httpx
 import pytest
 
@@ -140,3 +141,63 @@ def test_a_report_while_the_gateway_writes(mock: str, tmp_path: Path) -> None:
                 assert report.returncode == 0, report.stderr
         time.sleep(0.6)  # two flush intervals
         assert json.loads(usage(config, "--json").stdout)["total"]["requests"] == 30
+
+
+BUDGET_CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/priced
+    base_url: {mock}/v1
+    default: true
+    pricing: {{input: 1.0, output: 1.0}}
+gateway_keys:
+  - {{name: capped, key: gw-ledger-capped-0123456789, budget_usd: 0.0001}}
+ledger:
+  flush_interval: 100ms
+{state}
+"""
+
+
+def spend_until_refused(base: str) -> int:
+    """Requests until the budget refuses one; how many were admitted."""
+    body = {"model": "priced", "max_tokens": 8, "messages": [{"role": "user", "content": "spend a little"}]}
+    headers = {"authorization": "Bearer gw-ledger-capped-0123456789"}
+    for admitted in range(100):
+        answer = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=30)
+        if answer.status_code == 429:
+            assert answer.json()["error"]["code"] == "insufficient_quota"
+            return admitted
+        assert answer.status_code == 200, answer.text
+    raise AssertionError("the budget never refused")
+
+
+def refused(base: str) -> bool:
+    body = {"model": "priced", "max_tokens": 8, "messages": [{"role": "user", "content": "one more?"}]}
+    answer = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30,
+                        headers={"authorization": "Bearer gw-ledger-capped-0123456789"})  # fmt: skip
+    return answer.status_code == 429 and answer.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_a_budget_spent_before_a_restart_stays_spent(mock: str, tmp_path: Path) -> None:
+    """Per-key state in memory is gone with the process; the budget's spend comes back from the ledger."""
+    config = write_config(tmp_path, BUDGET_CONFIG.format(mock=mock, state=""))
+    gateway, base = start_gateway(config, None, "--log-level", "warning")
+    with gateway:
+        assert spend_until_refused(base) >= 2
+        gateway.stop(grace=20)
+    gateway, base = start_gateway(config, None, "--log-level", "warning")
+    with gateway:
+        assert refused(base)
+
+
+def test_a_budget_survives_redis_losing_its_data(mock: str, tmp_path: Path, redis_service: Any) -> None:
+    redis_service.flush()
+    state = f"state: {{backend: redis, url: '{redis_service.url}', timeout: 250ms}}"
+    config = write_config(tmp_path, BUDGET_CONFIG.format(mock=mock, state=state))
+    gateway, base = start_gateway(config, None, "--log-level", "warning")
+    with gateway:
+        assert spend_until_refused(base) >= 2
+        time.sleep(0.3)  # the ledger's flush
+        redis_service.flush()  # a restart without persistence: the spend counter is gone
+        assert refused(base)  # seeded again from the ledger, not reset to zero
+        assert not [k for k in redis_service.keys() if b"holds" in k]  # and the refusal took nothing

@@ -101,7 +101,8 @@ def test_spend_since_a_time_and_retention(make_store: Callable[[], LedgerStore])
         assert await store.spent_nano("team", 0) == 1250
         assert await store.spent_nano("nobody", 0) == 0
         assert await store.prune(now - 3600) == 1  # the old event goes; its day's rollup stays
-        assert await store.spent_nano("team", 0) == 250
+        assert await store.spent_nano("team", now - 3600) == 250
+        assert await store.spent_nano("team", 0) == 1250  # since ever (a budget that never renews): the rollups
         assert totals(await store.report((), "2026-01-01"))["requests"] == 3  # type: ignore[attr-defined]
 
     run(body, make_store())

@@ -13,6 +13,8 @@ spend included, in integer micro-dollars with holds apart from committed spend.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,12 +24,16 @@ from gateway.call import Call, get_call
 from gateway.chain.translate import counted_input
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
+from gateway.ledger import NANO_PER_MICRO
 from gateway.state import Admission, KeyState, Limits
 from gateway.state.local import LocalState
 from models.providers import ApiStyle
 from models.tokens import count_anthropic_tokens
 
+log = logging.getLogger("junction")
+
 DEFAULT_OUTPUT_RESERVATION = 1024  # when the request sets no max_tokens
+LEDGER_READ_S = 2.0  # a budget's seed from the usage ledger waits at most this long
 
 
 @dataclass
@@ -88,7 +94,7 @@ MICRO = 1_000_000  # budgets are kept in integer micro-dollars
 
 def refusal(key: GatewayKey, admission: Admission, tokens: int, protocol: ApiStyle) -> GatewayError:
     """The 429 (or, for a budget, 402 to Anthropic clients) for a request one of its key's limits refused."""
-    if admission.refused == "unavailable":  # state.budget_fail_mode: closed, and the shared store is down
+    if admission.refused in ("unavailable", "unseeded"):  # state.budget_fail_mode: closed, and the shared store is down
         return GatewayError(f"the spend of key '{key.name}' cannot be checked right now (the shared state store is "
                             "unreachable); retry shortly", status=529 if protocol is ApiStyle.ANTHROPIC else 503,
                             code="budget_unavailable", headers={"retry-after": str(admission.retry_after)})  # fmt: skip
@@ -125,6 +131,20 @@ class Quota:
         self.ledgers = ledgers
         self.metrics = metrics
 
+    async def _ledger_spend(self, key_name: str, since: int) -> int:
+        """The key's spend since `since` in the usage ledger (micro-dollars, rounded up); 0 without one.
+        A ledger that cannot be read gives 0 with a warning: the store's own count still stands."""
+        usage = self.ledgers.usage
+        if usage is None:
+            return 0
+        try:
+            nano = await asyncio.wait_for(usage.spent_nano(key_name, since), LEDGER_READ_S)
+        except Exception as exc:  # noqa: BLE001 - a database outage must not refuse requests
+            log.warning("budget of key %r: the usage ledger cannot be read (%s); its spend starts from what the "
+                        "key state holds", key_name, exc)  # fmt: skip
+            return 0
+        return -(-nano // NANO_PER_MICRO)
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
         key = call.key
@@ -149,6 +169,10 @@ class Quota:
         hold = math.ceil(max_cost * MICRO)
         state = self.ledgers.state
         admission = await state.admit(key.name, limits, sum(estimated), call.request_id, hold)
+        if admission.refused == "unseeded":  # first use of the window here, or Redis lost it: from the ledger
+            await state.seed(key.name, admission.window, admission.window_end,
+                             await self._ledger_spend(key.name, admission.window))  # fmt: skip
+            admission = await state.admit(key.name, limits, sum(estimated), call.request_id, hold)
         if admission.degraded:
             call.extra_headers[DEGRADED_HEADER] = "degraded"
         if not admission.ok:

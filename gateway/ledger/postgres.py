@@ -68,7 +68,7 @@ class PostgresLedger:
 
     async def spent_nano(self, key_name: str, since: float) -> int:
         pool = await self._connected()
-        return int(await pool.fetchval(SQL.SPENT.format("$1", "$2"), key_name, since))
+        return int(await pool.fetchval(SQL.spent(since).format("$1", "$2"), key_name, since))
 
     async def prune(self, before: float) -> int:
         pool = await self._connected()

@@ -40,6 +40,12 @@ def rollup(source: str, where: str = "true") -> str:
 
 
 SPENT = "SELECT COALESCE(SUM(cost_nano), 0) FROM usage_event WHERE key_name = {0} AND ts >= {1}"
+# Since the beginning (a budget that never renews): from the rollups, which outlive the events' retention.
+SPENT_EVER = "SELECT COALESCE(SUM(cost_nano), 0) FROM usage_daily WHERE key_name = {0} AND CAST({1} AS DOUBLE PRECISION) <= 0"
+
+
+def spent(since: float) -> str:
+    return SPENT_EVER if since <= 0 else SPENT
 PRUNE = "DELETE FROM usage_event WHERE ts < {0}"
 
 DIMENSIONS = ("key", "model", "route", "day", "provider")

@@ -72,7 +72,7 @@ class SqliteLedger:
         return await self._on_thread(work)
 
     async def spent_nano(self, key_name: str, since: float) -> int:
-        query = SQL.SPENT.format("?", "?")
+        query = SQL.spent(since).format("?", "?")
         return await self._on_thread(lambda db: int(db.execute(query, (key_name, since)).fetchone()[0]))
 
     async def prune(self, before: float) -> int:

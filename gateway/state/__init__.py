@@ -46,7 +46,9 @@ class Admission:
     limit, in which case nothing was counted or taken."""
 
     ok: bool
-    refused: str | None = None  # "parallel", "rpm", "tpm", "budget", or "unavailable" (a budget, the store down)
+    # "parallel", "rpm", "tpm", "budget", "unavailable" (a budget, the store down), or "unseeded": the budget
+    # window's spend is not in the store (a new process, a Redis that lost its data): `seed` it, then admit again
+    refused: str | None = None
     count: int = 0  # requests in the minute (this one included when admitted), or in flight when refused so
     reset_s: float = WINDOW_S  # until the oldest request (or, refused by tpm, reservation) leaves the window
     used: float = 0.0  # tokens used or reserved in the window before this request
@@ -70,6 +72,11 @@ class KeyState(Protocol):
         `max_parallel`, reserve `tokens` under `tpm` and hold `hold` micro-dollars of the budget (refused once
         spend plus holds reach it), or refuse without touching any. The first reservation of an empty token
         window is always admitted, so one request larger than the limit is not refused forever."""
+        ...
+
+    async def seed(self, key: str, window: int, window_end: float, spent: int) -> None:
+        """Set the budget window's committed spend to at least `spent` micro-dollars (the usage ledger's
+        sum): never lowered, so spend settled meanwhile is kept."""
         ...
 
     async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:

@@ -46,6 +46,8 @@ class LocalState:
         if limits.tpm is not None and entries and used + tokens > self._limit(limits.tpm):
             return Admission(False, "tpm", len(hits), float(entries[0][0]) + WINDOW_S - now, used)
         window = limits.window_start(self.wall())
+        if limits.budget is not None and (key, window) not in self._spent:
+            return Admission(False, "unseeded", window=window, window_end=limits.window_end(window))
         spent = self._spent.get((key, window), 0)
         held = sum(self._holds.get((key, window), {}).values())
         if limits.budget is not None and spent + held >= self._limit(limits.budget):
@@ -71,10 +73,14 @@ class LocalState:
         return Admission(True, None, count, reset, used, lease, entry, spent=spent, held=held, hold=held_by, window=window,
                          window_end=limits.window_end(window))  # fmt: skip
 
+    async def seed(self, key: str, window: int, window_end: float, spent: int) -> None:
+        self._spent[(key, window)] = max(spent, self._spent.get((key, window), 0))
+
     async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:
         if admission.hold is not None:
             self._holds.get((key, admission.window), {}).pop(admission.hold, None)
-            self._spent[(key, admission.window)] = self._spent.get((key, admission.window), 0) + cost
+            if (key, admission.window) in self._spent:  # else the next seed counts it, from the ledger
+                self._spent[(key, admission.window)] += cost
         if admission.lease is not None and self._running.get(key, 0) > 0:
             self._running[key] -= 1
         if admission.entry is not None:

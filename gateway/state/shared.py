@@ -117,6 +117,8 @@ if tpm >= 0 then
 end
 local spent, held = 0, 0
 if budget >= 0 then
+  -- no spend recorded for the window: Redis lost it (or never had it); the gateway seeds it from the ledger
+  if redis.call('EXISTS', KEYS[5]) == 0 then return {0, 'unseeded', count, reset, tostring(used), 0, 0} end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
@@ -167,11 +169,27 @@ end
 if tonumber(ARGV[4]) >= 0 then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[5], ARGV[1])
-  redis.call('INCRBY', KEYS[3], ARGV[4])
-  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+  -- spend lost with Redis's data stays lost here: the next admission seeds it from the ledger, this one included
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('INCRBY', KEYS[3], ARGV[4])
+    if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+  end
 end
 return 1
 """
+
+# KEYS: the budget window's committed spend. ARGV: spend (micro-dollars), keep ms (0: for good). Only ever raised.
+_SEED = """
+local now = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > now then redis.call('SET', KEYS[1], ARGV[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+
+def _keep_ms(window_end: float) -> int:
+    """A windowed budget's spend is kept a day past its window (for reports), a lifetime budget's for good (0)."""
+    return max(1000, int((window_end - time.time() + 86400) * 1000)) if window_end else 0
 
 
 class SharedState:
@@ -198,7 +216,7 @@ class SharedState:
         if self._client is None:  # created on first use, inside the serving event loop
             # No socket timeouts of the client's own: `call` times every command (see `Deadline`).
             self._client = aioredis.Redis.from_url(self.config.url, retry_on_timeout=False)
-            self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE))}
+            self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED))}
         return self._client
 
     @property
@@ -304,13 +322,17 @@ class SharedState:
             await self.local.settle(key, admission, tokens, cost)
             return
         request_id = admission.lease or admission.entry or admission.hold
-        # A windowed budget's spend is kept a day past its window (for reports), a lifetime budget's for good.
-        keep_ms = max(1000, int((admission.window_end - time.time() + 86400) * 1000)) if admission.window_end else 0
+        keep_ms = _keep_ms(admission.window_end)
         args = [request_id, 1 if admission.lease else 0, tokens if admission.entry else -1,
                 cost if admission.hold else -1, keep_ms]  # fmt: skip
         keys = [self._key("run", key), self._key("tpmv", key)] + self._budget_keys(key, admission.window) + \
             [self._key("tpmsum", key)]  # fmt: skip
         self._later(self._run("settle", keys, args))
+
+    async def seed(self, key: str, window: int, window_end: float, spent: int) -> None:
+        await self.local.seed(key, window, window_end, spent)  # for decisions while Redis is unreachable
+        if await self._run("seed", [self._key(f"spent:{window}", key)], [spent, _keep_ms(window_end)]) is None:
+            self._degraded("seed")
 
     # -- routing sessions ---------------------------------------------------------------------------
     def sessions(self, ttl_s: float) -> "RemoteSessions":
