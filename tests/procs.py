@@ -140,6 +140,15 @@ def start_gateway(config: Path, env: dict[str, str] | None = None, *extra: str) 
     return start_process(args, f"{base_url}/healthz", env=dict(os.environ, **(env or {}))), base_url
 
 
+def serve_workers(config: Path, workers: int, *extra: str) -> tuple[ServerProcess, str]:
+    """`junction serve --workers N` on a free loopback port: (supervisor process, base URL)."""
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning", *extra]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    return start_process(args, f"{base}/healthz", env=dict(os.environ)), base
+
+
 @contextlib.contextmanager
 def gateway_with(folder: Path, config_text: str, env: dict[str, str]) -> Iterator[str]:
     """`junction serve` with `config_text` (written into `folder`) and `env`, quiet; yields its base URL."""

@@ -5,7 +5,6 @@ acceptance list that concern admission."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.procs import free_port, start_gateway, start_process, write_config
+from tests.procs import free_port, serve_workers, start_gateway, write_config
 
 KEY = "gw-shared-key-0123456789"
 CONFIG = """
@@ -152,14 +151,6 @@ def test_a_cooldown_set_by_one_replica_is_honoured_by_the_other(replicas: list[s
     second = post(replicas[1], f"{KEY}-one", model="flaky")
     assert second.status_code == 200 and second.headers["x-junction-model"] == "mock/fast"
     assert [body["model"] for body in upstream()] == ["flaky", "fast", "fast"]  # the other replica never tried it
-
-
-def serve_workers(config_file: Path, workers: int, *extra: str) -> tuple[Any, str]:
-    port = free_port()
-    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_file), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), "--log-level", "warning", *extra]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    return start_process(args, f"{base}/healthz", env=dict(os.environ)), base
 
 
 def requests_total(base: str) -> float:

@@ -210,7 +210,7 @@ class Ledger:
                 await self._failed(exc)
                 return False
             await asyncio.to_thread(self.journal.done, claimed)
-            log.info("ledger: %d journaled events written", len(events))
+            log.warning("ledger: %d journaled events written", len(events))
         return True
 
     def _written(self, batch: int, new: int) -> None:
