@@ -23,14 +23,15 @@ from tests.usage_traffic import KINDS, TOKENS, Seen, requests_by_combination, se
 
 KEYS = {f"team{i}": f"gw-scale-team{i}-0123456789" for i in range(3)}
 PRICES = {"mock/coder": (0.27, 1.10), "mock/writer": (2.5, 10.0), "mock/thinker": (0.6, 2.4), "mock/plain": (0.1, 0.4)}
-CONFIG = """
+PLAIN = """
 version: v0.4.0
 llm_providers:
   - model: mock/plain
     base_url: {mock}/v1
     default: true
     pricing: {{input: 0.1, output: 0.4}}
-  - model: mock/coder
+"""
+CONFIG = PLAIN + """  - model: mock/coder
     base_url: {mock}/v1
     pricing: {{input: 0.27, output: 1.10}}
     headers: {{x-mock-cached: "4"}}
@@ -178,13 +179,7 @@ def test_2000_mixed_requests_over_two_replicas_of_two_workers_add_up_exactly(
 def test_postgres_stopped_for_30_seconds_under_load_loses_no_row(mock: str, postgres_service: Any,
                                                                  tmp_path: Path) -> None:  # fmt: skip
     postgres_service.reset()
-    config = write_config(tmp_path, f"""
-version: v0.4.0
-llm_providers:
-  - model: mock/plain
-    base_url: {mock}/v1
-    default: true
-    pricing: {{input: 0.1, output: 0.4}}
+    config = write_config(tmp_path, PLAIN.format(mock=mock) + f"""
 ledger:
   backend: postgres
   dsn: {postgres_service.dsn}
