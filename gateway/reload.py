@@ -8,8 +8,10 @@ are closed once the drain time has passed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,11 +25,16 @@ from gateway.observe import Metrics
 log = logging.getLogger("junction")
 
 
+def file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 class Reloadable:
     """The ASGI app the server runs: forwards every request to the current gateway app."""
 
     def __init__(self, path: str, config: Config) -> None:
         self.path = path
+        self.digest = file_digest(path)  # of the config file this process serves
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()  # counters survive reloads
         # and so do per-key limits and spend (the `state:` backend is chosen once, at start)
@@ -51,6 +58,8 @@ class Reloadable:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.current.state.start()
+                # Another process reloaded (a SIGHUP reached it): this one's file may have changed too.
+                self.ledgers.state.follow_reloads(lambda: asyncio.ensure_future(self.reload(if_changed=True)))
                 loop = asyncio.get_running_loop()
                 try:
                     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
@@ -63,10 +72,18 @@ class Reloadable:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def reload(self) -> bool:
-        """Load the config file again; True when the new config now serves."""
+    async def reload(self, if_changed: bool = False) -> bool:
+        """Load the config file again; True when the new config now serves. A reload asked for by a
+        signal is announced to the other processes sharing the state store; one they announce reloads
+        here only `if_changed` (the file's content differs from what serves)."""
         try:
+            digest = await asyncio.to_thread(file_digest, self.path)
+            if if_changed and digest == self.digest:
+                return False
             config = await asyncio.to_thread(load, self.path)
+        except OSError as exc:
+            log.error("config reload refused, the previous config keeps serving: cannot read %s (%s)", self.path, exc)
+            return False
         except ConfigError as exc:
             log.error("config reload refused, the previous config keeps serving: %s", "; ".join(exc.problems))
             return False
@@ -74,7 +91,11 @@ class Reloadable:
         new = build_app(config, self.lifecycle, self.metrics, self.ledgers, self.responses)
         await new.state.start()
         old, self.current = self.current, new
-        log.info("config reloaded from %s: %d providers", self.path, len(config.providers))
+        self.digest = digest
+        log.info("config reloaded from %s: %d providers%s", self.path, len(config.providers),
+                 " (announced by another process)" if if_changed else "")  # fmt: skip
+        if not if_changed:
+            self.ledgers.state.announce_reload()
         task = asyncio.ensure_future(self._retire(old, config.drain_s))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)

@@ -211,3 +211,24 @@ def test_a_budget_is_one_budget_across_replicas(replicas: list[str], redis_servi
     assert refused[0].json()["error"]["code"] == "insufficient_quota"
     remaining = [float(a.headers["x-junction-budget-remaining-usd"]) for a in served]
     assert remaining == sorted(remaining, reverse=True) and remaining[1] < remaining[0]  # both replicas' spend counts
+
+
+def test_a_key_revoked_on_one_replica_stops_working_on_every_worker_of_the_other(
+        config_file: Path, redis_service: Any, tmp_path: Path) -> None:  # fmt: skip
+    """The config file loses a key and only replica A gets SIGHUP: it announces its reload, and every
+    worker of replica B (two, answering on one port) reloads its own file, which changed too."""
+    config = tmp_path / "revoke.yaml"
+    config.write_text(config_file.read_text())
+    first, a = start_gateway(config, None, "--log-level", "warning")
+    second, b = serve_workers(config, 2)
+    with first, second:
+        assert all(post(base, f"{KEY}-one").status_code == 200 for base in (a, b, b, b))
+        config.write_text(config_file.read_text().replace(f"  - {{name: single, key: {KEY}-one, max_parallel: 1}}\n", ""))
+        first.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while post(a, f"{KEY}-one").status_code != 401 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the announcement crosses Redis at once; B's workers read their file in a thread
+        # 20 requests reach both of B's workers (the kernel spreads connections): every one refuses the key
+        assert [post(b, f"{KEY}-one").status_code for _ in range(20)] == [401] * 20
+        assert post(b, f"{KEY}-rpm").status_code == 200  # the other keys still work

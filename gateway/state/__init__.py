@@ -88,6 +88,14 @@ class KeyState(Protocol):
         """Tell the other processes that `model` cools for `seconds` (nothing to do when alone)."""
         ...
 
+    def announce_reload(self) -> None:
+        """Tell the other processes that this one reloaded its config (revoked keys, new routes...)."""
+        ...
+
+    def follow_reloads(self, apply: Callable[[], None]) -> None:
+        """Call `apply()` whenever another process announces a reload (from now on)."""
+        ...
+
     def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
         """Call `apply(model, seconds)` for every cooldown another process announces (from now on)."""
         ...

@@ -95,6 +95,12 @@ class LocalState:
     def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
         return None
 
+    def announce_reload(self) -> None:
+        return None  # one process: SIGHUP reached it (a supervisor passes it to every worker)
+
+    def follow_reloads(self, apply: Callable[[], None]) -> None:
+        return None
+
     async def warm(self) -> None:
         return None
 

@@ -9,7 +9,9 @@ may differ).
 * Tokens per minute: reservations in a sorted set (by time) with their amounts in a hash; settling
   overwrites the amount, exact to the token.
 * Model cooldowns: announced on a pub/sub channel (`<prefix>:events`) and applied by every other
-  process's `Health` (a process that starts later learns of cooldowns from then on).
+  process's `Health` (a process that starts later learns of cooldowns from then on). Config reloads
+  too: every other process then reloads its own config file if it changed (a revoked key stops
+  working everywhere).
 * Routing sessions: a conversation's route binding as a small JSON value with the session TTL, read
   before a decision and written after it; a new conversation's first binding is written only if
   none exists (first writer wins), so two replicas deciding its first turn at once agree on the next.
@@ -208,6 +210,7 @@ class SharedState:
         self._pending: set[asyncio.Task[None]] = set()
         self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"  # this process, on the event channel
         self._apply: Callable[[str, float], None] | None = None
+        self._on_reload: Callable[[], None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -344,10 +347,17 @@ class SharedState:
         return f"{self.config.prefix}:events"
 
     def announce_cooldown(self, model: str, seconds: float) -> None:
-        if not self.available:
-            return
-        event = orjson.dumps({"type": "cool", "model": model, "seconds": seconds, "origin": self.origin})
-        self._later(self._publish(event))
+        self._announce({"type": "cool", "model": model, "seconds": seconds})
+
+    def announce_reload(self) -> None:
+        self._announce({"type": "reload"})
+
+    def _announce(self, event: dict[str, Any]) -> None:
+        if self.available:
+            self._later(self._publish(orjson.dumps({**event, "origin": self.origin})))
+
+    def follow_reloads(self, apply: Callable[[], None]) -> None:
+        self._on_reload = apply
 
     async def _publish(self, event: bytes) -> None:
         await self.command("publish", self.channel, event, timeout_scale=4)
@@ -380,11 +390,14 @@ class SharedState:
             event = orjson.loads(data)
         except (orjson.JSONDecodeError, TypeError):
             return
-        if not isinstance(event, dict) or event.get("origin") == self.origin or self._apply is None:
+        if not isinstance(event, dict) or event.get("origin") == self.origin:
             return
         seconds = event.get("seconds")
         if event.get("type") == "cool" and isinstance(event.get("model"), str) and isinstance(seconds, (int, float)):
-            self._apply(event["model"], float(seconds))
+            if self._apply is not None:
+                self._apply(event["model"], float(seconds))
+        elif event.get("type") == "reload" and self._on_reload is not None:
+            self._on_reload()
 
     async def close(self) -> None:
         self._closed = True
