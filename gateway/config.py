@@ -281,7 +281,10 @@ class SharedState:
     retry_s: float = 2.0  # after a failure, Redis is left alone this long (the circuit breaker)
     local_share: float = 0.5  # of each limit, per process, while Redis is unreachable
     prefix: str = "junction"
-    budget_fail_mode: str = "local"  # while Redis is unreachable: "local" (a share, like the limits) or "closed"
+    # While Redis is unreachable, per feature: "local" (each process decides with its share) or "closed" (the
+    # requests the feature governs are refused with 503/529 until Redis answers).
+    budget_fail_mode: str = "local"  # spend budgets
+    limits_fail_mode: str = "local"  # rpm, tpm, max_parallel
 
 
 @dataclass(frozen=True)
@@ -1131,7 +1134,7 @@ class _Builder:
         if raw is None or not self.typed("state", raw, dict, "a mapping"):
             return SharedState()
         self.unknown_keys("state.", raw, ("backend", "url", "timeout", "retry_after", "local_share", "prefix",
-                                          "budget_fail_mode"))  # fmt: skip
+                                          "budget_fail_mode", "fail_mode"))  # fmt: skip
         backend = raw.get("backend", "memory")
         if backend not in ("memory", "redis"):
             self.error("state.backend", f"expected memory or redis, got {backend!r}")
@@ -1158,12 +1161,32 @@ class _Builder:
         if not isinstance(prefix, str) or not prefix:
             self.error("state.prefix", "expected a non-empty string")
             prefix = SharedState.prefix
-        fail_mode = raw.get("budget_fail_mode", "local")
-        if fail_mode not in ("local", "closed"):
-            self.error("state.budget_fail_mode", f"expected local or closed, got {fail_mode!r}")
-            fail_mode = "local"
+        modes = self.fail_modes(raw)
         return SharedState(backend, url, timeout if timeout and timeout > 0 else SharedState.timeout_s,
-                           retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix, fail_mode)  # fmt: skip
+                           retry if retry and retry > 0 else SharedState.retry_s, float(share), prefix,
+                           modes["budgets"], modes["limits"])  # fmt: skip
+
+    def fail_modes(self, raw: dict[str, Any]) -> dict[str, str]:
+        """`state.fail_mode: {limits: local | closed, budgets: local | closed}` (or `closed` for both);
+        `budget_fail_mode` is the older spelling of `fail_mode: {budgets: ...}`."""
+        modes = {"limits": "local", "budgets": "local"}
+        given = raw.get("fail_mode")
+        if isinstance(given, str):
+            given = dict.fromkeys(modes, given)
+        if given is not None and not self.typed("state.fail_mode", given, dict, "a mapping {limits, budgets}"):
+            given = None
+        values = {f"fail_mode.{k}": v for k, v in (given or {}).items()}
+        if "budget_fail_mode" in raw:
+            values["budget_fail_mode"] = raw["budget_fail_mode"]
+        for path, value in values.items():
+            feature = "budgets" if path == "budget_fail_mode" else path.split(".", 1)[1]
+            if feature not in modes:
+                self.error(f"state.{path}", "unknown feature: expected limits or budgets")
+            elif value not in ("local", "closed"):
+                self.error(f"state.{path}", f"expected local or closed, got {value!r}")
+            else:
+                modes[feature] = value
+        return modes
 
     def ledger(self) -> LedgerOptions:
         raw = self.raw.get("ledger")

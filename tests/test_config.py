@@ -336,6 +336,12 @@ state:
     assert closed.state.budget_fail_mode == "closed" and config.state.budget_fail_mode == "local"
     found = problems(BASE + "state: {backend: redis, url: 'redis://h', budget_fail_mode: open}\n", {"DEEPSEEK_API_KEY": "x"})
     assert found == ["state.budget_fail_mode: expected local or closed, got 'open'"]
+    both = cfg(BASE + "state: {backend: redis, url: 'redis://h:6379', fail_mode: closed}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert (both.state.limits_fail_mode, both.state.budget_fail_mode) == ("closed", "closed")
+    one = cfg(BASE + "state: {backend: redis, url: 'redis://h:6379', fail_mode: {limits: closed}}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert (one.state.limits_fail_mode, one.state.budget_fail_mode) == ("closed", "local")
+    found = problems(BASE + "state: {backend: redis, url: 'redis://h', fail_mode: {sessions: closed}}\n", {"DEEPSEEK_API_KEY": "x"})
+    assert found == ["state.fail_mode.sessions: unknown feature: expected limits or budgets"]
 
 
 def test_planos_session_cache_in_redis_means_the_shared_state() -> None:

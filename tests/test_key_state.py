@@ -242,3 +242,17 @@ def test_a_closed_budget_refuses_while_redis_is_unreachable(redis_service: Any) 
         assert limited.ok and limited.degraded  # the other limits still take their local share
 
     run(body, shared(redis_service, budget_fail_mode="closed"))
+
+
+def test_closed_limits_refuse_while_redis_is_unreachable(redis_service: Any) -> None:
+    async def body(state: Any) -> None:
+        redis_service.stop()
+        try:
+            limited = await state.admit("k", Limits(rpm=5, tpm=1000), 10, "a")
+            budget_only = await state.admit("k", Limits(budget=1000), 0, "b", hold=10)
+        finally:
+            redis_service.start()
+        assert limited.refused == "limits_unavailable" and limited.degraded and limited.retry_after >= 1
+        assert budget_only.refused == "unseeded"  # a budget keeps its own (local) mode: seeded, then decided
+
+    run(body, shared(redis_service, limits_fail_mode="closed"))

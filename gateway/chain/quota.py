@@ -94,10 +94,13 @@ MICRO = 1_000_000  # budgets are kept in integer micro-dollars
 
 def refusal(key: GatewayKey, admission: Admission, tokens: int, protocol: ApiStyle) -> GatewayError:
     """The 429 (or, for a budget, 402 to Anthropic clients) for a request one of its key's limits refused."""
-    if admission.refused in ("unavailable", "unseeded"):  # state.budget_fail_mode: closed, and the shared store is down
-        return GatewayError(f"the spend of key '{key.name}' cannot be checked right now (the shared state store is "
+    if admission.refused in ("unavailable", "limits_unavailable", "unseeded"):
+        # state.fail_mode closed for the feature, and the shared store is down (or lost a budget it cannot seed)
+        what, code = ("limits", "limits_unavailable") if admission.refused == "limits_unavailable" else \
+            ("spend", "budget_unavailable")  # fmt: skip
+        return GatewayError(f"the {what} of key '{key.name}' cannot be checked right now (the shared state store is "
                             "unreachable); retry shortly", status=529 if protocol is ApiStyle.ANTHROPIC else 503,
-                            code="budget_unavailable", headers={"retry-after": str(admission.retry_after)})  # fmt: skip
+                            code=code, headers={"retry-after": str(admission.retry_after)})  # fmt: skip
     if admission.refused == "budget":
         headers = {"x-should-retry": "false"}
         message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${admission.spent / MICRO:.4f} spent"

@@ -46,7 +46,8 @@ class Admission:
     limit, in which case nothing was counted or taken."""
 
     ok: bool
-    # "parallel", "rpm", "tpm", "budget", "unavailable" (a budget, the store down), or "unseeded": the budget
+    # "parallel", "rpm", "tpm", "budget", "unavailable" (a budget, the store down, fail mode closed),
+    # "limits_unavailable" (the same for rpm, tpm and max_parallel), or "unseeded": the budget
     # window's spend is not in the store (a new process, a Redis that lost its data): `seed` it, then admit again
     refused: str | None = None
     count: int = 0  # requests in the minute (this one included when admitted), or in flight when refused so

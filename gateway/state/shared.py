@@ -309,6 +309,9 @@ class SharedState:
             self._degraded("admit")
             if limits.budget is not None and self.config.budget_fail_mode == "closed":
                 return Admission(False, "unavailable", reset_s=self.config.retry_s, degraded=True)
+            if self.config.limits_fail_mode == "closed" and \
+                    (limits.rpm is not None or limits.max_parallel is not None or limits.tpm is not None):  # fmt: skip
+                return Admission(False, "limits_unavailable", reset_s=self.config.retry_s, degraded=True)
             return replace(await self.local.admit(key, limits, tokens, request_id, hold), degraded=True)
         ok, refused, count, reset_ms, used, spent, held = reply
         refused = refused.decode() if isinstance(refused, bytes) else refused
