@@ -1273,12 +1273,12 @@ def _is_metadata_host(host: str) -> bool:
 
 
 def parse_duration(path: str, value: Any, builder: _Builder) -> float | None:
-    """`300s`, `5m`, `1500ms` or a number of seconds."""
+    """`300s`, `5m`, `1500ms`, `24h`, `30d` or a number of seconds."""
     if is_number(value):
         return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(value))
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", str(value))
     if not match:
         builder.error(path, f"expected a duration like 300s, got {value!r}")
         return None
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
     return float(match.group(1)) * scale

@@ -353,3 +353,17 @@ def test_planos_session_cache_in_redis_means_the_shared_state() -> None:
     assert memory.state.backend == "memory"
     found = problems(BASE + "routing:\n  session_cache: {type: memcached}\n", {"DEEPSEEK_API_KEY": "x"})
     assert found == ["routing.session_cache.type: expected memory or redis, got 'memcached'"]
+
+
+def test_the_readmes_deployment_example_is_a_valid_config() -> None:
+    """The README's two-host example (Redis and PostgreSQL) as written, with its variables set."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("A whole deployment"):]
+    start = section.index("```yaml\n") + 8
+    block = section[start:section.index("\n```", start)]
+    env = {"DEEPSEEK_API_KEY": "x", "ALICE_KEY": "alice-0123456789abcdef", "CI_KEY": "ci-0123456789abcdef",
+           "REDIS_PASSWORD": "redis-secret", "PG_PASSWORD": "pg-secret"}  # fmt: skip
+    config = parse(block, env)
+    assert (config.state.backend, config.ledger.backend) == ("redis", "postgres")
+    assert config.gateway_keys[0].budget_window_s == 30 * 86400  # `30d`
+    assert {"redis-secret", "pg-secret"} <= set(config.secrets())  # both passwords are redacted like keys

@@ -5,6 +5,7 @@ acceptance list that concern admission."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ gateway_keys:
   - {{name: minute, key: {key}-rpm, rpm: 60}}
   - {{name: single, key: {key}-one, max_parallel: 1}}
   - {{name: budget, key: {key}-usd, budget_usd: 0.0001, models: [priced]}}
+  - {{name: tokens, key: {key}-tpm, tpm: 1000000}}
 state:
   backend: redis
   url: {redis}
@@ -232,3 +234,32 @@ def test_a_key_revoked_on_one_replica_stops_working_on_every_worker_of_the_other
         # 20 requests reach both of B's workers (the kernel spreads connections): every one refuses the key
         assert [post(b, f"{KEY}-one").status_code for _ in range(20)] == [401] * 20
         assert post(b, f"{KEY}-rpm").status_code == 200  # the other keys still work
+
+
+def test_token_reservations_settle_to_the_reported_usage_exactly_with_one_script_call_each_way(
+        replicas: list[str], redis_service: Any) -> None:  # fmt: skip
+    """Each request reserves its estimate (input + max_tokens) before the call and settles to the usage the
+    upstream reported after it: the window's total in Redis is the clients' usage to the token. Admission
+    and settlement are one script call each (Redis's own command statistics)."""
+    import redis
+
+    redis_service.flush()
+    client = redis.Redis(port=redis_service.port)
+    client.config_resetstat()
+    reported = 0
+    for i in range(20):
+        body = {"model": "fast", "max_tokens": 500, "stream": i % 2 == 1,
+                "messages": [{"role": "user", "content": f"count my tokens, request {i}"}]}  # fmt: skip
+        if body["stream"]:
+            body["stream_options"] = {"include_usage": True}
+        answer = httpx.post(f"{replicas[i % 2]}/v1/chat/completions", json=body, timeout=30,
+                            headers={"authorization": f"Bearer {KEY}-tpm"})  # fmt: skip
+        assert answer.status_code == 200
+        usage = [json.loads(line[5:])["usage"] for line in answer.text.splitlines()
+                 if line.startswith("data: {") and '"usage":{' in line][-1] if body["stream"] else answer.json()["usage"]  # fmt: skip
+        reported += usage["total_tokens"]
+    time.sleep(0.3)  # settlements go after the response, off its path
+    assert int(client.get("junction:{tokens}:tpmsum")) == reported
+    scripts = client.info("commandstats")
+    calls = sum(v["calls"] for k, v in scripts.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert calls == 2 * 20
