@@ -5,7 +5,9 @@ For each worker count, one gateway (state: {backend: redis}) in front of the moc
 `--concurrency` keep-alive connections sends small non-streaming chat requests for `--seconds`, with a key
 whose limits are admitted and settled on every request (high enough never to refuse); requests per second
 and latency percentiles are recorded. Then a burst of 200 requests with a 60-requests-per-minute key checks
-that the limit is still exact whatever the worker count. The load client (this process) and the mock share
+that the limit is still exact whatever the worker count. The usage ledger is on, as by default (one SQLite
+file all workers write; `--ledger off` to leave it out): after each run its rows are counted against the
+requests answered. The load client (this process) and the mock share
 the machine's cores with the gateway, so this is a relative measure: runs of the three counts alternate in
 `--rounds` rounds and the medians are reported.
 
@@ -36,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY, LIMITED = "jk-scale-not-a-secret", "jk-scale-60-not-a-secret"
 
 
-def config(mock_port: int, redis_port: int, backend: str) -> str:
+def config(mock_port: int, redis_port: int, backend: str, ledger: str) -> str:
     state = f'state: {{ backend: redis, url: "redis://{HOST}:{redis_port}/0" }}\n' if backend == "redis" else ""
-    return state + f"""version: v0.4.0
+    return state + f"ledger: {{ backend: {ledger}, flush_interval: 200ms }}\n" + f"""version: v0.4.0
 llm_providers:
   - model: mock/scale
     base_url: http://{HOST}:{mock_port}/v1
@@ -101,6 +103,17 @@ async def load(port: int, concurrency: int, seconds: float) -> dict[str, Any]:
             "p99_ms": ordered[int(len(ordered) * 0.99)] if ordered else None}  # fmt: skip
 
 
+def ledger_rows(database: Path) -> int:
+    """Rows of the run's ledger, then the file is removed for the next run."""
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        rows = int(db.execute("SELECT count(*) FROM usage_event").fetchone()[0])
+    for path in database.parent.glob(database.name + "*"):
+        path.unlink()
+    return rows
+
+
 async def burst(port: int) -> int:
     """200 requests of the 60 rpm key over 8 connections: how many were admitted."""
     data = payload(port, LIMITED)
@@ -131,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="alternating rounds (quick 1, full 3)")
     ap.add_argument("--backend", choices=["redis", "memory"], default="redis",
                     help="memory: each worker keeps its own limits (--allow-local-state), for comparison")  # fmt: skip
+    ap.add_argument("--ledger", choices=["sqlite", "off"], default="sqlite",
+                    help="the usage ledger: sqlite (the default, one file for every worker) or off")  # fmt: skip
     args = ap.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 6.0)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -144,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
     exact: dict[int, list[int]] = {n: [] for n in counts}
+    ledger: dict[int, list[tuple[int, int]]] = {n: [] for n in counts}  # (rows written, requests answered)
     try:
         procs.append(subprocess.Popen(mock_argv(mock_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen([redis, "--port", str(redis_port), "--bind", HOST, "--save", "", "--appendonly",
                                        "no", "--dir", str(work)], stdout=subprocess.DEVNULL))  # fmt: skip
-        (work / "scale.yaml").write_text(config(mock_port, redis_port, args.backend))
+        (work / "scale.yaml").write_text(config(mock_port, redis_port, args.backend, args.ledger))
         junction = str(Path(sys.executable).with_name("junction"))
         for round_no in range(rounds):
             for n in counts if round_no % 2 == 0 else list(reversed(counts)):
@@ -161,12 +177,15 @@ def main(argv: list[str] | None = None) -> int:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
                 try:
                     wait_http(port)
-                    asyncio.run(load(port, args.concurrency, 1.5))  # warm-up: every worker loaded and connected
+                    warm = asyncio.run(load(port, args.concurrency, 1.5))  # warm-up: every worker loaded and connected
                     results[n].append(asyncio.run(load(port, args.concurrency, seconds)))
                     exact[n].append(asyncio.run(burst(port)))
                 finally:
                     gateway.terminate()
-                    gateway.wait(30)
+                    gateway.wait(30)  # the drain writes every worker's last rows
+                if args.ledger == "sqlite":
+                    answered = sum(r["requests"] + r["errors"] for r in (warm, results[n][-1])) + 200
+                    ledger[n].append((ledger_rows(work / "scale.usage.db"), answered))
                 print(f"round {round_no + 1}: {n} workers: {results[n][-1]['rps']:.0f} req/s, "
                       f"60 rpm key admitted {exact[n][-1]} of 200", file=sys.stderr)  # fmt: skip
     finally:
@@ -181,17 +200,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"workers": n, "rps": round(rps, 1), "speedup": round(rps / base, 2),
                      "p50_ms": round(statistics.median(r["p50_ms"] for r in results[n]), 2),
                      "p99_ms": round(statistics.median(r["p99_ms"] for r in results[n]), 2),
-                     "errors": sum(r["errors"] for r in results[n]), "admitted_of_200_at_60_rpm": exact[n]})  # fmt: skip
+                     "errors": sum(r["errors"] for r in results[n]), "admitted_of_200_at_60_rpm": exact[n],
+                     "ledger_rows_of_requests": ledger[n]})  # fmt: skip
     print(f"\n### junction serve --workers N, state in {args.backend} ({os.cpu_count()} cores, {args.concurrency} connections, "
           f"{seconds:g} s per run, median of {rounds})\n")  # fmt: skip
-    print("| workers | req/s | vs 1 worker | p50 | p99 | errors | 60 rpm key: admitted of 200 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | req/s | vs 1 worker | p50 | p99 | errors | 60 rpm key: admitted of 200 | ledger rows of requests |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
+        rows_of = ", ".join(f"{got:,} of {sent:,}" for got, sent in row["ledger_rows_of_requests"]) or "off"
         print(f"| {row['workers']} | {row['rps']:.0f} | {row['speedup']:.2f}x | {row['p50_ms']:.2f} ms | "
-              f"{row['p99_ms']:.2f} ms | {row['errors']} | {', '.join(map(str, row['admitted_of_200_at_60_rpm']))} |")  # fmt: skip
+              f"{row['p99_ms']:.2f} ms | {row['errors']} | {', '.join(map(str, row['admitted_of_200_at_60_rpm']))} | "
+              f"{rows_of} |")  # fmt: skip
     out = ROOT / "benchmarks" / "results" / f"scale-{args.backend}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"backend": args.backend, "rows": rows, "concurrency": args.concurrency, "seconds": seconds, "rounds": rounds,
+    out.write_text(json.dumps({"backend": args.backend, "ledger": args.ledger, "rows": rows, "concurrency": args.concurrency, "seconds": seconds, "rounds": rounds,
                                "loadavg": os.getloadavg()}, indent=2))  # fmt: skip
     print(f"\nwrote {out}")
     return 0

@@ -46,7 +46,9 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     requests are refused before their body is read; quota (a key's tokens per minute and budget)
     comes once routing has chosen the models, since a budget is priced by them.
     """
-    health = Health(config.failover, on_cool=ledgers.state.announce_cooldown)
+    state, policy = ledgers.state, config.failover
+    health = Health(policy, on_cool=state.announce_cooldown, on_recover=state.clear_failures,
+                    on_fail=lambda model: state.count_failure(model, policy.failures_to_cool, policy.cooldown))  # fmt: skip
     ledgers.health = health  # the one the key state's cooldown announcements from other processes reach
     app: Any = Upstream(pool, config, health, metrics)
     app = Repair(app, config.ping_interval_s, lifecycle, metrics.streams)

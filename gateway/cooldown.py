@@ -6,7 +6,9 @@ keep skipping it; the probe's success puts it back, its failure cools it again.
 
 With a shared state store, a cooldown this process starts is announced to the others (`on_cool`)
 and theirs arrive through `cool` (gateway/state/shared.py): a model that failed on one replica is
-skipped by all of them.
+skipped by all of them. Failures are counted fleet-wide too (`on_fail`, and `on_recover` at the first
+success after failures, so a healthy model costs the store nothing): two failures on one replica and
+one on another cool a model whose `failures_to_cool` is 3.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ class _State:
 
 class Health:
     def __init__(self, policy: Failover, clock: Callable[[], float] = time.monotonic,
-                 on_cool: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
+                 on_cool: Callable[[str, float], None] | None = None, on_fail: Callable[[str], None] | None = None,
+                 on_recover: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.clock = clock
         self.on_cool = on_cool  # told (model, seconds) whenever this process cools a model
+        self.on_fail = on_fail  # told of each failure that did not cool the model here
+        self.on_recover = on_recover  # told of the first success after failures
         self._states: dict[str, _State] = {}
 
     def cool(self, model: str, seconds: float) -> None:
@@ -49,7 +54,9 @@ class Health:
         return True
 
     def success(self, model: str) -> None:
-        self._states.pop(model, None)
+        state = self._states.pop(model, None)
+        if state is not None and state.failures and self.on_recover is not None:
+            self.on_recover(model)
 
     def failure(self, model: str, retry_after: float | None = None) -> bool:
         """Record a failure; True when it put the model into cooldown."""
@@ -67,6 +74,8 @@ class Health:
             if self.on_cool is not None:
                 self.on_cool(model, cool_for)
             return True
+        if self.on_fail is not None:
+            self.on_fail(model)
         return False
 
     def release(self, model: str) -> None:

@@ -29,6 +29,7 @@ llm_providers:
   - model: mock/slow
     base_url: {mock}/v1
     headers: {{x-mock-chunks: "60", x-mock-gap_ms: "100"}}
+    pricing: {{input: 1.0, output: 1.0}}
   - model: mock/priced
     base_url: {mock}/v1
     pricing: {{input: 1.0, output: 1.0}}
@@ -36,10 +37,14 @@ llm_providers:
     base_url: {mock}/v1
     headers: {{x-mock-status: "429", x-mock-retry_after: "3"}}
     fallbacks: [fast]
+  - model: mock/broken
+    base_url: {mock}/v1
+    headers: {{x-mock-status: "500"}}
+    fallbacks: [fast]
 gateway_keys:
   - {{name: minute, key: {key}-rpm, rpm: 60}}
   - {{name: single, key: {key}-one, max_parallel: 1}}
-  - {{name: budget, key: {key}-usd, budget_usd: 0.0001, models: [priced]}}
+  - {{name: budget, key: {key}-usd, budget_usd: 0.0001, models: [priced, slow]}}
   - {{name: tokens, key: {key}-tpm, tpm: 1000000}}
 state:
   backend: redis
@@ -93,36 +98,49 @@ def test_a_cancelled_stream_frees_its_slot_on_every_replica(replicas: list[str],
     assert answer.status_code == 200
 
 
-def test_a_killed_replicas_slot_expires_on_its_own(config_file: Path, replicas: list[str], redis_service: Any) -> None:
+def test_a_killed_replicas_slot_and_budget_hold_expire_on_their_own(config_file: Path, replicas: list[str],
+                                                                     redis_service: Any) -> None:  # fmt: skip
+    import redis
+
     redis_service.flush()
     doomed, base = start_gateway(config_file, None, "--log-level", "warning")
     with doomed:
-        started = threading.Event()
+        started = [threading.Event(), threading.Event()]
 
-        def hold() -> None:
+        def hold(key: str, started: threading.Event) -> None:
             try:
                 with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=10,
                                   json={"model": "slow", "max_tokens": 16, "stream": True,
                                         "messages": [{"role": "user", "content": "x"}]},
-                                  headers={"authorization": f"Bearer {KEY}-one"}) as stream:  # fmt: skip
+                                  headers={"authorization": f"Bearer {key}"}) as stream:  # fmt: skip
                     for _ in stream.iter_bytes():
                         started.set()
             except httpx.HTTPError:
                 pass
 
-        holder = threading.Thread(target=hold, daemon=True)
-        holder.start()
-        assert started.wait(5)
-        doomed.kill()  # SIGKILL: no release ever comes
+        holders = [threading.Thread(target=hold, args=(key, event), daemon=True)
+                   for key, event in zip((f"{KEY}-one", f"{KEY}-usd"), started)]  # fmt: skip
+        for holder in holders:
+            holder.start()
+        assert all(event.wait(5) for event in started)
+        doomed.kill()  # SIGKILL: no release, no settlement ever comes
         doomed.wait(5)
         killed_at = time.monotonic()
+        holds = redis.Redis(port=redis_service.port)
+        assert holds.zcard("junction:{budget}:holds:0") == 1 and holds.get("junction:{budget}:spent:0") == b"0"
         assert post(replicas[0], f"{KEY}-one").status_code == 429
         # the lease lives timeouts.total (2 s) + a 2 s margin from when it was taken
         deadline = killed_at + 6
         while (answer := post(replicas[0], f"{KEY}-one")).status_code == 429 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert answer.status_code == 200 and time.monotonic() - killed_at > 1.0
-        holder.join(5)
+        # the budget's hold expired the same way: gone with the next admission, and nothing was committed for it
+        assert post(replicas[0], f"{KEY}-usd", model="priced").status_code == 200
+        time.sleep(0.2)
+        assert holds.zcard("junction:{budget}:holds:0") == 0 and holds.hlen("junction:{budget}:held:0") == 0
+        assert 0 < int(holds.get("junction:{budget}:spent:0")) < 100  # only the request that finished
+        for holder in holders:
+            holder.join(5)
 
 
 def test_redis_down_mid_load_degrades_without_errors_and_recovers(replicas: list[str], redis_service: Any) -> None:
@@ -153,6 +171,28 @@ def test_a_cooldown_set_by_one_replica_is_honoured_by_the_other(replicas: list[s
     second = post(replicas[1], f"{KEY}-one", model="flaky")
     assert second.status_code == 200 and second.headers["x-junction-model"] == "mock/fast"
     assert [body["model"] for body in upstream()] == ["flaky", "fast", "fast"]  # the other replica never tried it
+
+
+def test_failures_are_counted_across_replicas(replicas: list[str], upstream: Any, redis_service: Any) -> None:
+    """failures_to_cool is 3: two failures on replica A and one on B cool the model on both, though
+    neither saw three. A healthy model's requests write nothing for it (Redis's command statistics)."""
+    import redis
+
+    redis_service.flush()
+    for base in (replicas[0], replicas[1], replicas[0]):
+        answer = post(base, f"{KEY}-one", model="broken")
+        assert answer.status_code == 200 and answer.headers["x-junction-fallback-from"] == "mock/broken"
+        time.sleep(0.3)  # the count goes to Redis after the response
+    for base in replicas:
+        assert post(base, f"{KEY}-one", model="broken").headers["x-junction-model"] == "mock/fast"
+    assert [body["model"] for body in upstream()] == ["broken", "fast"] * 3 + ["fast", "fast"]
+    stats = redis.Redis(port=redis_service.port)
+    stats.config_resetstat()
+    for base in replicas * 3:
+        assert post(base, f"{KEY}-one").status_code == 200
+    time.sleep(0.3)
+    calls = {k: v["calls"] for k, v in stats.info("commandstats").items()}
+    assert calls.get("cmdstat_evalsha", 0) == 2 * 6 and "cmdstat_del" not in calls and "cmdstat_incr" not in calls
 
 
 def requests_total(base: str) -> float:

@@ -89,6 +89,15 @@ class KeyState(Protocol):
         """Tell the other processes that `model` cools for `seconds` (nothing to do when alone)."""
         ...
 
+    def count_failure(self, model: str, threshold: int, cooldown: float) -> None:
+        """Count a failure of `model` for every process (the count lasts a minute); at `threshold` the model
+        cools for `cooldown` seconds everywhere. Nothing to do when alone (`Health` counts)."""
+        ...
+
+    def clear_failures(self, model: str) -> None:
+        """`model` answered again: its shared failure count starts over."""
+        ...
+
     def announce_reload(self) -> None:
         """Tell the other processes that this one reloaded its config (revoked keys, new routes...)."""
         ...

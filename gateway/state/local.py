@@ -95,6 +95,12 @@ class LocalState:
     def follow_cooldowns(self, apply: Callable[[str, float], None]) -> None:
         return None
 
+    def count_failure(self, model: str, threshold: int, cooldown: float) -> None:
+        return None
+
+    def clear_failures(self, model: str) -> None:
+        return None
+
     def announce_reload(self) -> None:
         return None  # one process: SIGHUP reached it (a supervisor passes it to every worker)
 

@@ -180,6 +180,13 @@ end
 return 1
 """
 
+# KEYS: a model's failure count. ARGV: window ms. The count of the window that the first failure opened.
+_FAIL = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
 # KEYS: the budget window's committed spend. ARGV: spend (micro-dollars), keep ms (0: for good). Only ever raised.
 _SEED = """
 local now = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -219,7 +226,8 @@ class SharedState:
         if self._client is None:  # created on first use, inside the serving event loop
             # No socket timeouts of the client's own: `call` times every command (see `Deadline`).
             self._client = aioredis.Redis.from_url(self.config.url, retry_on_timeout=False)
-            self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED))}
+            self._scripts = {name: self._client.register_script(code) for name, code in (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED),
+                                                                    ("fail", _FAIL))}  # fmt: skip
         return self._client
 
     @property
@@ -354,6 +362,23 @@ class SharedState:
 
     def announce_reload(self) -> None:
         self._announce({"type": "reload"})
+
+    def count_failure(self, model: str, threshold: int, cooldown: float) -> None:
+        self._later(self._count_failure(model, threshold, cooldown))
+
+    async def _count_failure(self, model: str, threshold: int, cooldown: float) -> None:
+        key = f"{self.config.prefix}:fails:{model}"
+        count = await self._run("fail", [key], [int(WINDOW_S * 1000)])
+        if count is not None and int(count) >= threshold:
+            await self.command("delete", key)
+            log.warning("model %s failed %d times across the fleet within a minute: cooling it for %g s everywhere",
+                        model, int(count), cooldown)  # fmt: skip
+            if self._apply is not None:
+                self._apply(model, cooldown)  # this process's Health
+            self.announce_cooldown(model, cooldown)
+
+    def clear_failures(self, model: str) -> None:
+        self._later(self.command("delete", f"{self.config.prefix}:fails:{model}"))
 
     def _announce(self, event: dict[str, Any]) -> None:
         if self.available:
