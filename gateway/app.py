@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from typing import Any, AsyncIterator
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -91,6 +93,12 @@ async def _warm_tokenizer() -> None:
     gc.freeze()
 
 
+def routes_digest(config: Config) -> str:
+    """What a route binding depends on: every route's name, description and models."""
+    routes = [(p.name, p.description, [m.model for m in p.models]) for p in config.preferences]
+    return hashlib.sha256(orjson.dumps(routes)).hexdigest()[:16]
+
+
 def build_ledgers(config: Config, metrics: Metrics) -> Ledgers:
     """Per-key state and the usage ledger: chosen once per process (a reload keeps them)."""
     return Ledgers(build_state(config, metrics), usage=build_ledger(config.ledger, metrics))
@@ -113,7 +121,7 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
             else local  # fmt: skip
     router = build_router(config)
     if router is not None and hasattr(ledgers.state, "sessions"):  # shared state: conversations keep their route
-        router.remote_sessions = ledgers.state.sessions(router.settings.session_ttl_s)
+        router.remote_sessions = ledgers.state.sessions(router.settings.session_ttl_s, routes_digest(config))
     tracing = setup_tracing(config.tracing)
     chain = llm_chain(config, pool, metrics, lifecycle, ledgers, router, tracing, responses)
     decisions = Boundary(Auth(Intake(RouteDecision(router), config.limits), config), config.limits.max_header_bytes)

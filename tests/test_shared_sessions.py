@@ -52,3 +52,20 @@ def test_a_conversation_keeps_its_route_on_another_replica(pair: list[str]) -> N
     assert second["route"] == "code_review" and second["reason"] in ("followup", "sticky")
     alone = decide(pair[1], FOLLOW_UP, "conversation-2")  # the same turn opening a conversation of its own
     assert alone["route"] != "code_review"
+
+
+def test_a_config_with_other_routes_leaves_the_old_bindings_behind(pair: list[str], mock: str, redis_service: Any,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Bindings live under a digest of the routes: a replica whose code_review route serves another model
+    does not continue a conversation bound under the old routes (its follow-up is decided afresh)."""
+    assert decide(pair[0], REVIEW, "conversation-3")["route"] == "code_review"
+    changed = yaml.safe_load(config(mock, redis_service.url, tmp_path).read_text())
+    review = next(p for p in changed["routing_preferences"] if p["name"] == "code_review")
+    review["models"] = ["deepseek-v4-flash"]
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    other, base = start_gateway(path, {"DEEPSEEK_API_KEY": "sk-ds", "MOONSHOTAI_API_KEY": "sk-kimi"},
+                                "--log-level", "warning", "--no-access-log")  # fmt: skip
+    with other:
+        assert decide(base, FOLLOW_UP, "conversation-3")["route"] != "code_review"
+    assert decide(pair[1], FOLLOW_UP, "conversation-3")["route"] == "code_review"  # same routes: still bound

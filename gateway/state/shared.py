@@ -13,7 +13,8 @@ may differ).
   too: every other process then reloads its own config file if it changed (a revoked key stops
   working everywhere).
 * Routing sessions: a conversation's route binding as a small JSON value with the session TTL, read
-  before a decision and written after it; a new conversation's first binding is written only if
+  before a decision and written after it, under a digest of the configured routes (a reload that
+  changes them starts every conversation afresh); a new conversation's first binding is written only if
   none exists (first writer wins), so two replicas deciding its first turn at once agree on the next.
 
 A request's admission under all of its key's limits is one script (one round trip); its settlement
@@ -349,8 +350,8 @@ class SharedState:
             self._degraded("seed")
 
     # -- routing sessions ---------------------------------------------------------------------------
-    def sessions(self, ttl_s: float) -> "RemoteSessions":
-        return RemoteSessions(self, ttl_s)
+    def sessions(self, ttl_s: float, routes: str = "") -> "RemoteSessions":
+        return RemoteSessions(self, ttl_s, routes)
 
     # -- cooldowns over pub/sub -----------------------------------------------------------------
     @property
@@ -441,12 +442,13 @@ class SharedState:
 class RemoteSessions:
     """The router's view of shared session states (`Router.remote_sessions`)."""
 
-    def __init__(self, state: SharedState, ttl_s: float) -> None:
+    def __init__(self, state: SharedState, ttl_s: float, routes: str = "") -> None:
         self.state = state
         self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self.routes = routes  # a digest of the routes: a config that changes them leaves old bindings behind
 
     def _key(self, session: str) -> str:
-        return f"{self.state.config.prefix}:session:{session}"
+        return f"{self.state.config.prefix}:session:{self.routes}:{session}"
 
     async def load(self, session: str) -> Any:
         from router.preferences import SessionState
