@@ -49,6 +49,7 @@ class Call:
     streamed_chars: int = 0  # generated characters seen in the stream (for a stream cut before its usage)
     error_type: str | None = None  # the last upstream failure's kind (gateway/upstream.py error_kind)
     usage_estimated: bool = False  # output_tokens estimated from streamed_chars, not reported
+    billed: tuple[int, int] | None = None  # (input, output) tokens a limited key was charged (gateway/chain/quota.py)
     responses: bool = False  # the client speaks the OpenAI Responses API (POST /v1/responses)
     tool_table: Any = None  # Responses: what its custom and namespace tools became upstream
     responses_stream: Any = None  # Responses: the stream translator, for an error after the headers

@@ -79,6 +79,10 @@ class Pricing:
         # Cached input is charged at the full input rate: a budget errs on the safe side.
         return (input_tokens * self.input + output_tokens * self.output) / 1e6
 
+    def nano(self, input_tokens: int, output_tokens: int) -> int:
+        """The cost in whole nano-dollars (budgets and the usage ledger keep integers, so sums are exact)."""
+        return round(input_tokens * self.input * 1000 + output_tokens * self.output * 1000)
+
 
 @dataclass(frozen=True)
 class Provider:

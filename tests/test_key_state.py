@@ -156,7 +156,7 @@ def test_a_stall_of_the_gateway_itself_is_not_taken_for_a_slow_redis(redis_servi
 
 def test_budget_holds_are_apart_from_committed_spend(make_state: Callable[[], KeyState]) -> None:
     async def body(state: KeyState) -> None:
-        limit = Limits(budget=1000)  # micro-dollars
+        limit = Limits(budget=1000)  # nano-dollars
         await state.seed("k", 0, 0.0, 0)  # nothing spent before (see the seeding test)
         first = await state.admit("k", limit, 0, "a", hold=600)
         second = await state.admit("k", limit, 0, "b", hold=600)  # 600 held < 1000: admitted, may overshoot once

@@ -3,6 +3,7 @@ config, the mock upstream, clients of both protocols; then `junction usage` read
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 import itertools
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 import httpx
@@ -201,3 +203,80 @@ def test_a_budget_survives_redis_losing_its_data(mock: str, tmp_path: Path, redi
         redis_service.flush()  # a restart without persistence: the spend counter is gone
         assert refused(base)  # seeded again from the ledger, not reset to zero
         assert not [k for k in redis_service.keys() if b"holds" in k]  # and the refusal took nothing
+
+
+SPEND_CONFIG = """
+version: v0.4.0
+llm_providers:
+  - model: mock/ok
+    base_url: {mock}/v1
+    default: true
+    pricing: {{input: 0.27, output: 1.10}}
+  - model: mock/slow
+    base_url: {mock}/v1
+    pricing: {{input: 2.5, output: 10.0}}
+    headers: {{x-mock-chunks: "30", x-mock-gap_ms: "30"}}
+  - model: mock/broken
+    base_url: {mock}/v1
+    pricing: {{input: 5, output: 15}}
+    headers: {{x-mock-status: "500"}}
+  - model: mock/stalls
+    base_url: {mock}/v1
+    pricing: {{input: 1, output: 3}}
+    headers: {{x-mock-fault: stall, x-mock-stall_after: "3"}}
+  - model: mock/hangs
+    base_url: {mock}/v1
+    pricing: {{input: 1, output: 3}}
+    headers: {{x-mock-fault: hang}}
+gateway_keys:
+  - {{name: big, key: gw-ledger-big-0123456789, budget_usd: 10, max_parallel: 50}}
+state: {{backend: redis, url: '{redis}', timeout: 250ms}}
+timeouts: {{first_byte: 1s, idle: 1s}}
+failover: {{failures_to_cool: 1000}}
+ledger:
+  flush_interval: 100ms
+"""
+
+
+def test_committed_spend_equals_the_ledgers_sum_after_mixed_outcomes(mock: str, tmp_path: Path,
+                                                                      redis_service: Any) -> None:  # fmt: skip
+    """Successes, upstream errors, a stalled stream cut by the idle timeout, a hung upstream, clients that
+    leave mid-stream, over two replicas: afterwards the budget's committed spend in Redis is the ledger's
+    sum of cost to the nano-dollar, and no hold or slot is left (no phantom spend)."""
+    import redis
+
+    redis_service.flush()
+    config = write_config(tmp_path, SPEND_CONFIG.format(mock=mock, redis=redis_service.url))
+    headers = {"authorization": "Bearer gw-ledger-big-0123456789"}
+    first, a = start_gateway(config, None, "--log-level", "warning")
+    second, b = start_gateway(config, None, "--log-level", "warning")
+    statuses: Counter[int] = Counter()
+
+    def one(i: int) -> None:
+        model = ["ok", "slow", "broken", "stalls", "hangs", "slow"][i % 6]
+        body = {"model": model, "max_tokens": 64, "stream": i % 2 == 1 or model == "stalls",
+                "messages": [{"role": "user", "content": f"spend {i}"}]}  # fmt: skip
+        with httpx.Client(timeout=30) as client, \
+                client.stream("POST", f"{(a, b)[i % 2]}/v1/chat/completions", json=body, headers=headers) as answer:  # fmt: skip
+            statuses[answer.status_code] += 1
+            if model == "slow" and i % 12 == 1:
+                next(answer.iter_raw())  # the client leaves mid-answer
+                return
+            answer.read()
+
+    with first, second:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            list(pool.map(one, range(60)))
+        time.sleep(0.5)  # settlements after the responses; then the drain writes the ledger
+        first.stop(grace=20)
+        second.stop(grace=20)
+    assert statuses[200] >= 30 and statuses[502] + statuses[504] + statuses[500] >= 10
+    store = redis.Redis(port=redis_service.port)
+    committed = int(store.get("junction:{big}:spent-n:0"))
+    db = sqlite3.connect(tmp_path / "config.usage.db")
+    ledger, rows, estimated = db.execute(
+        "SELECT sum(cost_nano), count(*), sum(usage_estimated) FROM usage_event WHERE key_name = 'big'").fetchone()  # fmt: skip
+    assert rows == 60 and estimated >= 1  # a cut stream is billed on an estimate, in both books alike
+    assert committed == ledger > 0
+    assert store.zcard("junction:{big}:holds-n:0") == 0 and store.hlen("junction:{big}:held-n:0") == 0
+    assert store.zcard("junction:{big}:run") == 0  # every slot given back

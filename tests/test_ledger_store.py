@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from gateway.ledger import DAILY_SUMS, Ledger, LedgerStore, UsageEvent, nano_cost
+from gateway.ledger import DAILY_SUMS, Ledger, LedgerStore, UsageEvent
 from gateway.ledger.journal import Journal
 from gateway.ledger.sqlite import SqliteLedger
 
@@ -137,9 +137,8 @@ def test_concurrent_writers_on_one_database_lose_nothing(make_store: Callable[[]
 def test_costs_are_whole_nano_dollars() -> None:
     from gateway.config import Pricing
 
-    assert nano_cost(Pricing(0.27, 1.10), 1_000_000, 1_000_000) == 1_370_000_000
-    assert nano_cost(Pricing(0.27, 1.10), 3, 7) == 8_510  # 0.81 + 7.7 micro-cents, exactly
-    assert nano_cost(None, 10, 10) == 0
+    assert Pricing(0.27, 1.10).nano(1_000_000, 1_000_000) == 1_370_000_000
+    assert Pricing(0.27, 1.10).nano(3, 7) == 8_510  # 810 + 7,700 nano-dollars, exactly
 
 
 def test_the_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ find it not yet reached are admitted, so the overshoot is at most one request's 
 
 The state lives in `Ledgers`, which outlives config reloads (a SIGHUP must not reset a budget): the key
 state (`gateway/state`: this process, or Redis shared by every worker and replica) keeps every limit,
-spend included, in integer micro-dollars with holds apart from committed spend.
+spend included, in integer nano-dollars with holds apart from committed spend.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from gateway.call import Call, get_call
 from gateway.chain.translate import counted_input
 from gateway.config import GatewayKey
 from gateway.errors import GatewayError
-from gateway.ledger import NANO_PER_MICRO
 from gateway.state import Admission, KeyState, Limits
 from gateway.state.local import LocalState
 from models.providers import ApiStyle
@@ -89,7 +88,7 @@ def limit_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
             "x-ratelimit-reset-requests": f"{max(0.0, reset):.0f}s"}  # fmt: skip
 
 
-MICRO = 1_000_000  # budgets are kept in integer micro-dollars
+NANO = 1_000_000_000  # budgets are kept in integer nano-dollars, as the usage ledger keeps cost
 
 
 def refusal(key: GatewayKey, admission: Admission, tokens: int, protocol: ApiStyle) -> GatewayError:
@@ -103,7 +102,7 @@ def refusal(key: GatewayKey, admission: Admission, tokens: int, protocol: ApiSty
                             code=code, headers={"retry-after": str(admission.retry_after)})  # fmt: skip
     if admission.refused == "budget":
         headers = {"x-should-retry": "false"}
-        message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${admission.spent / MICRO:.4f} spent"
+        message = f"budget of ${key.budget_usd:g} reached for key '{key.name}' (${admission.spent / NANO:.4f} spent"
         if admission.window_end:
             renews = max(1, math.ceil(admission.window_end - time.time()))
             headers = {"retry-after": str(renews)}
@@ -135,18 +134,17 @@ class Quota:
         self.metrics = metrics
 
     async def _ledger_spend(self, key_name: str, since: int) -> int:
-        """The key's spend since `since` in the usage ledger (micro-dollars, rounded up); 0 without one.
+        """The key's spend since `since` in the usage ledger (nano-dollars); 0 without one.
         A ledger that cannot be read gives 0 with a warning: the store's own count still stands."""
         usage = self.ledgers.usage
         if usage is None:
             return 0
         try:
-            nano = await asyncio.wait_for(usage.spent_nano(key_name, since), LEDGER_READ_S)
+            return int(await asyncio.wait_for(usage.spent_nano(key_name, since), LEDGER_READ_S))
         except Exception as exc:  # noqa: BLE001 - a database outage must not refuse requests
             log.warning("budget of key %r: the usage ledger cannot be read (%s); its spend starts from what the "
                         "key state holds", key_name, exc)  # fmt: skip
             return 0
-        return -(-nano // NANO_PER_MICRO)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         call = get_call(scope)
@@ -161,15 +159,14 @@ class Quota:
         # Tokens and spend are a chat call's; a token count still counts against requests and slots.
         estimated = estimate(call.body, call.body_size, await counted_input(call)) if chat and \
             (key.tpm is not None or key.budget_usd is not None) else (0, 0)  # fmt: skip
-        budget = round(key.budget_usd * MICRO) if key.budget_usd is not None and chat else None
+        budget = round(key.budget_usd * NANO) if key.budget_usd is not None and chat else None
         # A budget holds the request's worst case: its estimate at the dearest model it may fail over to.
-        max_cost = max((p.pricing.cost(*estimated) for p in call.candidates if p.pricing is not None), default=0.0) \
-            if budget is not None else 0.0  # fmt: skip
+        hold = max((p.pricing.nano(*estimated) for p in call.candidates if p.pricing is not None), default=0) \
+            if budget is not None else 0  # fmt: skip
         limits = Limits(key.rpm, key.max_parallel, key.tpm if chat else None, budget, key.budget_window_s)
         if not limits.any:  # a budget-only key's token count: nothing to admit
             await self.app(scope, receive, send)
             return
-        hold = math.ceil(max_cost * MICRO)
         state = self.ledgers.state
         admission = await state.admit(key.name, limits, sum(estimated), call.request_id, hold)
         if admission.refused == "unseeded":  # first use of the window here, or Redis lost it: from the ledger
@@ -183,17 +180,17 @@ class Quota:
         if key.rpm is not None:
             call.extra_headers.update(limit_headers(key.rpm, max(0, key.rpm - admission.count), admission.reset_s))
         if budget is not None:
-            call.extra_headers["x-junction-budget-remaining-usd"] = f"{max(0, budget - admission.spent - admission.held) / MICRO:.6f}"
-        billed: tuple[int, int] | None = None
-        cost = 0.0
+            call.extra_headers["x-junction-budget-remaining-usd"] = f"{max(0, budget - admission.spent - admission.held) / NANO:.9f}"
         try:
             await self.app(scope, receive, send)
         finally:
             # However the request ended (done, failed, or the client left): the slot comes back, the token
-            # reservation becomes what was used and the budget hold what it cost.
+            # reservation becomes what was used and the budget hold what it cost. The ledger's row shows
+            # the same tokens (`call.billed`), so committed spend and the ledger's sum agree to the unit.
             billed = charge(call, estimated) if chat else None
+            call.billed = billed
             pricing = call.provider.pricing if call.provider is not None else None
-            cost = pricing.cost(*billed) if billed and pricing is not None and budget is not None else 0.0
-            await state.settle(key.name, admission, sum(billed) if billed else 0, round(cost * MICRO))
+            cost = pricing.nano(*billed) if billed and pricing is not None and budget is not None else 0
+            await state.settle(key.name, admission, sum(billed) if billed else 0, cost)
             if budget is not None and self.metrics is not None:
-                self.metrics.spend.labels(key.name).inc(cost)
+                self.metrics.spend.labels(key.name).inc(cost / NANO)

@@ -24,7 +24,6 @@ from gateway.ledger.journal import Journal
 log = logging.getLogger("junction.ledger")
 
 RETRY_MAX_S = 30.0  # the longest wait between attempts while the database is down
-NANO_PER_MICRO = 1000
 
 
 @dataclass(frozen=True)
@@ -70,18 +69,13 @@ DAILY_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read
               "cost_nano")  # fmt: skip
 
 
-def nano_cost(pricing: Any, input_tokens: int, output_tokens: int) -> int:
-    """USD x 1e9 at `pricing` (USD per million tokens): tokens x price x 1000, rounded once."""
-    if pricing is None:
-        return 0
-    return round(input_tokens * pricing.input * 1000 + output_tokens * pricing.output * 1000)
-
-
 def event_of(call: Call, now: float | None = None) -> UsageEvent:
     """The ledger's row for a finished call (pure)."""
     ts = time.time() if now is None else now
     provider = call.provider
-    input_tokens, output_tokens = call.input_tokens or 0, call.output_tokens or 0
+    pricing = provider.pricing if provider else None
+    # What the key was charged when it has limits (gateway/chain/quota.py), else what the upstream reported.
+    input_tokens, output_tokens = call.billed or (call.input_tokens or 0, call.output_tokens or 0)
     return UsageEvent(
         id=uuid.uuid4().hex,
         request_id=call.request_id,
@@ -102,10 +96,10 @@ def event_of(call: Call, now: float | None = None) -> UsageEvent:
         output_tokens=output_tokens,
         cache_read_tokens=call.cache_read_tokens or 0,
         cache_write_tokens=call.cache_write_tokens or 0,
-        cost_nano=nano_cost(provider.pricing if provider else None, input_tokens, output_tokens),
+        cost_nano=pricing.nano(input_tokens, output_tokens) if pricing is not None else 0,
         latency_ms=round(call.elapsed_ms(), 2),
         ttft_ms=round(call.ttft_ms, 2) if call.ttft_ms is not None else None,
-        usage_estimated=call.usage_estimated,
+        usage_estimated=call.usage_estimated or (call.billed is not None and call.billed[0] != (call.input_tokens or 0)),
     )
 
 

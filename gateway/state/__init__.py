@@ -24,7 +24,7 @@ class Limits:
     rpm: int | None = None  # requests per minute
     max_parallel: int | None = None  # requests in flight
     tpm: int | None = None  # tokens per minute (input + output)
-    budget: int | None = None  # spend, in micro-dollars
+    budget: int | None = None  # spend, in nano-dollars
     budget_window_s: float | None = None  # the budget renews every window (epoch-aligned); None: never
 
     @property
@@ -56,8 +56,8 @@ class Admission:
     lease: str | None = None  # the in-flight slot to give back, when the key has max_parallel
     entry: str | None = None  # the token reservation to settle, when the key has tpm
     degraded: bool = False  # decided by this process alone because the shared store was unreachable
-    spent: int = 0  # micro-dollars committed in the budget window
-    held: int = 0  # micro-dollars other requests hold in it (this one's hold not included)
+    spent: int = 0  # nano-dollars committed in the budget window
+    held: int = 0  # nano-dollars other requests hold in it (this one's hold not included)
     hold: str | None = None  # this request's hold, to settle, when the key has a budget
     window: int = 0  # the budget window it belongs to (its start, epoch seconds)
     window_end: float = 0.0  # when that window ends (epoch seconds; 0: a budget that never renews)
@@ -70,19 +70,19 @@ class Admission:
 class KeyState(Protocol):
     async def admit(self, key: str, limits: Limits, tokens: int, request_id: str, hold: int = 0) -> Admission:
         """Check every limit of the key at once: count the request against `rpm`, take a slot under
-        `max_parallel`, reserve `tokens` under `tpm` and hold `hold` micro-dollars of the budget (refused once
+        `max_parallel`, reserve `tokens` under `tpm` and hold `hold` nano-dollars of the budget (refused once
         spend plus holds reach it), or refuse without touching any. The first reservation of an empty token
         window is always admitted, so one request larger than the limit is not refused forever."""
         ...
 
     async def seed(self, key: str, window: int, window_end: float, spent: int) -> None:
-        """Set the budget window's committed spend to at least `spent` micro-dollars (the usage ledger's
+        """Set the budget window's committed spend to at least `spent` nano-dollars (the usage ledger's
         sum): never lowered, so spend settled meanwhile is kept."""
         ...
 
     async def settle(self, key: str, admission: Admission, tokens: int, cost: int = 0) -> None:
         """After the request: give its slot back, replace its token reservation by the `tokens` it used, and
-        its budget hold by its `cost` (micro-dollars, committed to the admission's budget window)."""
+        its budget hold by its `cost` (nano-dollars, committed to the admission's budget window)."""
         ...
 
     def announce_cooldown(self, model: str, seconds: float) -> None:

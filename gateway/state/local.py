@@ -22,8 +22,8 @@ class LocalState:
         self._hits: dict[str, deque[float]] = {}
         self._running: dict[str, int] = {}
         self._tokens: dict[str, deque[list[float | str]]] = {}  # [time, tokens, request id]
-        self._spent: dict[tuple[str, int], int] = {}  # (key, window) -> micro-dollars
-        self._holds: dict[tuple[str, int], dict[str, int]] = {}  # (key, window) -> request id -> micro-dollars
+        self._spent: dict[tuple[str, int], int] = {}  # (key, window) -> nano-dollars
+        self._holds: dict[tuple[str, int], dict[str, int]] = {}  # (key, window) -> request id -> nano-dollars
         self.wall = time.time  # budget windows are epoch-aligned
 
     def _limit(self, value: int) -> int:

@@ -75,7 +75,7 @@ class Deadline:
         self.handle.cancel()
 
 # KEYS: requests-per-minute set, leases set, reservation times (sorted set), reservation amounts (hash), the
-# budget window's committed spend (integer micro-dollars), its holds (sorted set by expiry), their amounts (hash),
+# budget window's committed spend (integer nano-dollars), its holds (sorted set by expiry), their amounts (hash),
 # the token window's total.
 # ARGV: rpm, max_parallel, tpm (-1: none), tokens, request id, lease ttl ms, window ms, budget (-1: none), hold.
 # Every limit is checked before anything is counted, so a refusal leaves no trace. Holds expire like leases (a
@@ -188,7 +188,7 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
-# KEYS: the budget window's committed spend. ARGV: spend (micro-dollars), keep ms (0: for good). Only ever raised.
+# KEYS: the budget window's committed spend. ARGV: spend (nano-dollars), keep ms (0: for good). Only ever raised.
 _SEED = """
 local now = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > now then redis.call('SET', KEYS[1], ARGV[1]) end
@@ -302,7 +302,8 @@ class SharedState:
 
     # -- KeyState --------------------------------------------------------------------------------
     def _budget_keys(self, key: str, window: int) -> list[str]:
-        return [self._key(f"spent:{window}", key), self._key(f"holds:{window}", key), self._key(f"held:{window}", key)]
+        # "-n": amounts in nano-dollars (a window kept in other units under other names is seeded afresh)
+        return [self._key(f"{kind}-n:{window}", key) for kind in ("spent", "holds", "held")]
 
     async def admit(self, key: str, limits: Limits, tokens: int, request_id: str, hold: int = 0) -> Admission:
         def arg(value: int | None) -> int:
@@ -346,7 +347,7 @@ class SharedState:
 
     async def seed(self, key: str, window: int, window_end: float, spent: int) -> None:
         await self.local.seed(key, window, window_end, spent)  # for decisions while Redis is unreachable
-        if await self._run("seed", [self._key(f"spent:{window}", key)], [spent, _keep_ms(window_end)]) is None:
+        if await self._run("seed", [self._budget_keys(key, window)[0]], [spent, _keep_ms(window_end)]) is None:
             self._degraded("seed")
 
     # -- routing sessions ---------------------------------------------------------------------------
