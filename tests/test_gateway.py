@@ -574,7 +574,7 @@ def test_passthrough_auth_forwards_client_credential_reshaped(mock: str, tmp_pat
     assert "authorization" not in req["headers"]
 
 
-def test_seed_config_serves_on_its_listener() -> None:
+def test_seed_config_serves_on_its_listener(tmp_path: Path) -> None:
     """`junction serve` with the seed config binds 0.0.0.0:12000 and lists every seed model."""
     import shutil
     import socket
@@ -582,7 +582,9 @@ def test_seed_config_serves_on_its_listener() -> None:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 12000)) == 0:
             pytest.skip("port 12000 is already in use on this machine; cannot start the seed listener")
-    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(ROOT / "plano_config.yaml")]
+    seed = tmp_path / "plano_config.yaml"  # as written; a copy, so its usage ledger is not left in the checkout
+    seed.write_text((ROOT / "plano_config.yaml").read_text())
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(seed)]
     # No provider keys: nothing can leave the machine, and the error must name the variable.
     env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "MOONSHOTAI_API_KEY")}
     with start_process(args, "http://127.0.0.1:12000/healthz", env=env) as proc:
