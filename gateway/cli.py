@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     form = usage.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print JSON (costs also in exact integer nano-USD)")
     form.add_argument("--csv", action="store_true", help="print CSV, for a spreadsheet")
+    for agent, what in (("claude", "Claude Code"), ("codex", "Codex CLI")):
+        sub.add_parser(agent, help=f"run {what} against the gateway: `junction {agent} [--url U] [--key K] "
+                       f"[--config F] [{agent} args...]`; starts a gateway for the session when none answers")  # fmt: skip
     mock = add("mock-upstream", cmd_mock_upstream, "run the local mock provider (tests and demos)", config=False)
     mock.add_argument("--host", help="bind address (default 127.0.0.1)")
     mock.add_argument("--port", type=int, help="port (default 9100)")
@@ -361,7 +364,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_launch(agent: str, argv: list[str]) -> int:
+    """`junction claude|codex [--url U] [--key K] [--config F] [agent args...]`."""
+    from gateway import launch
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        options = launch.split_args(argv, os.environ.get("JUNCTION_CONFIG", "plano_config.yaml"))
+        config = _load_or_exit(options.config)
+        return launch.launch(agent, options, config)
+    except launch.LaunchError as exc:
+        print(f"junction {agent}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("claude", "codex"):  # the agent's own flags must reach it untouched
+        return cmd_launch(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
