@@ -353,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     form = usage.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print JSON (costs also in exact integer nano-USD)")
     form.add_argument("--csv", action="store_true", help="print CSV, for a spreadsheet")
+    init = add("init", cmd_init, "write a commented starter config for the named providers (never overwrites)")
+    init.add_argument("providers", nargs="+", help="any of: kimi, moonshot, deepseek, openai, anthropic, "
+                      "openrouter, ollama, mock")  # fmt: skip
+    init.add_argument("--out", help="where to write it (default: --config, plano_config.yaml)")
     for agent, what in (("claude", "Claude Code"), ("codex", "Codex CLI")):
         sub.add_parser(agent, help=f"run {what} against the gateway: `junction {agent} [--url U] [--key K] "
                        f"[--config F] [{agent} args...]`; starts a gateway for the session when none answers")  # fmt: skip
@@ -362,6 +366,31 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS instead of HTTP")
     mock.add_argument("--keyfile", help="PEM private key for --certfile (if not inside it)")
     return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """`junction init kimi deepseek [--out F]`: a commented starter config, validated, never overwriting."""
+    from gateway import starter
+    from gateway.config import ConfigError, parse
+
+    out = Path(args.out or args.config)
+    try:
+        text = starter.starter_config(args.providers)
+    except starter.UnknownProvider as exc:
+        print(f"junction init: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if out.exists():
+        print(f"junction init: {out} exists; not overwritten (choose another path with --out)", file=sys.stderr)
+        return 1
+    try:
+        parse(text, {}, source=str(out))  # the key variables may be unset here: reported at start-up, not errors
+    except ConfigError as exc:  # a broken preset is a bug here, never the user's
+        print(f"junction init: the starter config is invalid: {'; '.join(exc.problems)}", file=sys.stderr)
+        return 1
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}: {', '.join(args.providers)}; next: export the key variables it names, then "
+          f"`junction validate --config {out}` and `junction serve --config {out}`")  # fmt: skip
+    return 0
 
 
 def cmd_launch(agent: str, argv: list[str]) -> int:
