@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
+.PHONY: run test install lock screenshots bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -43,8 +43,8 @@ test: install agents servers
 	$(PY) -m pytest -q
 
 # Servers the suite starts itself on free loopback ports: Debian's redis-server (the shared key state) and
-# PostgreSQL (the usage ledger), installed when missing and this user may install packages; without them
-# those tests are skipped with the reason.
+# PostgreSQL (the usage ledger), and Debian's chromium for the console's browser tests; installed when missing
+# and this user may install packages; without them those tests are skipped with the reason.
 servers:
 	@command -v redis-server >/dev/null 2>&1 || command -v valkey-server >/dev/null 2>&1 || \
 		$(MAKE) -s apt PACKAGE=redis-server || \
@@ -52,11 +52,18 @@ servers:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		$(MAKE) -s apt PACKAGE=postgresql || \
 		echo "PostgreSQL is not installed and cannot be installed here: the ledger's PostgreSQL tests will be skipped"
+	@command -v chromium >/dev/null 2>&1 || \
+		$(MAKE) -s apt PACKAGE=chromium || \
+		echo "chromium is not installed and cannot be installed here: the console's browser tests will be skipped"
 
 apt:
 	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get install -y -q $(PACKAGE) >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(PACKAGE) >/dev/null 2>&1; }; }
+
+# The README's console screenshots, taken by the browser tests (docs/images/console-*.png).
+screenshots: install servers
+	JUNCTION_CONSOLE_SHOTS=docs/images $(PY) -m pytest -q tests/test_console.py -k chromium
 
 # Side-by-side overhead benchmark (gateway vs direct vs LiteLLM); a few minutes. LiteLLM runs from its
 # own venv (.venv-bench), created on first use. `make bench-overhead BENCH_ARGS=--quick`: about a minute.

@@ -26,10 +26,12 @@ from gateway.chain.translate import Translate
 from gateway.config import Config
 from gateway.cooldown import Health
 from gateway.lifecycle import Lifecycle
+from gateway.console import build_console
 from gateway.endpoints import ModelList, ResponsesWebSocket, StoredResponse, healthz, not_routed
 from gateway.observe import Metrics
 from gateway.responses_store import ResponseStore, SharedResponseStore, StoredResponses
 from gateway.ledger.build import build_ledger
+from gateway.recent import RecentRequests
 from gateway.state.build import build_state
 from gateway.tracing import Tracing
 from gateway.tracing import setup as setup_tracing
@@ -61,7 +63,8 @@ def llm_chain(config: Config, pool: ClientPool, metrics: Metrics, lifecycle: Lif
     app = Intake(app, config.limits, responses)
     app = Auth(app, config)
     prompt_chars = config.access_log.prompt_max_chars if config.access_log.prompts else 0
-    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle, ledgers.usage)
+    return Boundary(app, config.limits.max_header_bytes, metrics, tracing, prompt_chars, lifecycle, ledgers.usage,
+                    ledgers.recent)  # fmt: skip
 
 
 class MetricsEndpoint:
@@ -101,7 +104,7 @@ def routes_digest(config: Config) -> str:
 
 def build_ledgers(config: Config, metrics: Metrics) -> Ledgers:
     """Per-key state and the usage ledger: chosen once per process (a reload keeps them)."""
-    return Ledgers(build_state(config, metrics), usage=build_ledger(config.ledger, metrics))
+    return Ledgers(build_state(config, metrics), usage=build_ledger(config.ledger, metrics), recent=RecentRequests())
 
 
 def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metrics | None = None,
@@ -119,6 +122,8 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         # With a shared state store, stored Responses live there: a conversation continues on any replica.
         responses = SharedResponseStore(ledgers.state, store.ttl_s, local=local) if hasattr(ledgers.state, "command") \
             else local  # fmt: skip
+    if ledgers.recent is not None:
+        ledgers.recent.keep_text = config.access_log.prompts  # prompt text only where prompts are logged
     router = build_router(config)
     if router is not None and hasattr(ledgers.state, "sessions"):  # shared state: conversations keep their route
         router.remote_sessions = ledgers.state.sessions(router.settings.session_ttl_s, routes_digest(config))
@@ -195,6 +200,7 @@ def build_app(config: Config, lifecycle: Lifecycle | None = None, metrics: Metri
         Route("/health/live", healthz, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *build_console(config, router, ledgers),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: not_routed, 405: not_routed})

@@ -177,6 +177,7 @@ class GatewayKey:
     tpm: int | None = None  # tokens per minute, input + output (None: unlimited)
     budget_usd: float | None = None  # spend limit, priced by the models' `pricing` (None: unlimited)
     budget_window_s: float | None = None  # the budget renews every window (UTC-aligned); None: never
+    role: str = "user"  # "admin": may also open the console (/console)
 
     def allows(self, provider: "Provider") -> bool:
         return self.models is None or provider.model in self.models
@@ -352,6 +353,11 @@ class Config:
         prefix, _, model_id = ref.partition("/")
         wildcard = self.refs.get(f"{prefix}/*") if model_id else None
         return wildcard.for_model_id(model_id) if wildcard else None
+
+    @property
+    def console_enabled(self) -> bool:
+        """The console is on when some gateway key may open it."""
+        return any(k.role == "admin" for k in self.gateway_keys)
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for redaction."""
@@ -908,8 +914,12 @@ class _Builder:
             if not self.typed(path, item, dict, "a key string or {name, key | sha256, models}"):
                 continue
             self.unknown_keys(f"{path}.", item, ("name", "key", "sha256", "models", "rpm", "max_parallel", "tpm",
-                                                 "budget_usd", "budget_window"))  # fmt: skip
+                                                 "budget_usd", "budget_window", "role"))  # fmt: skip
             name = str(item.get("name", f"key{i}"))
+            role = item.get("role", "user")
+            if role not in ("user", "admin"):
+                self.error(f"{path}.role", f"expected user or admin, got {role!r}")
+                role = "user"
             if ("key" in item) == ("sha256" in item):
                 self.error(path, "give exactly one of key or sha256")
                 continue
@@ -947,7 +957,7 @@ class _Builder:
                 self.error(f"{path}.budget_window", "only meaningful with budget_usd")
             keys.append(GatewayKey(name, value, frozenset(models) if models is not None else None, **limits,
                                    budget_usd=float(budget) if budget is not None else None,
-                                   budget_window_s=window_s))  # fmt: skip
+                                   budget_window_s=window_s, role=role))  # fmt: skip
         if not keys:
             self.warnings.append("gateway_keys: no usable key; every request will be refused")
         return keys, True

@@ -16,6 +16,7 @@ from gateway.call import STATE_KEY, Call
 from gateway.errors import GatewayError, render, stream_error_frame
 from gateway.ledger import Ledger, event_of
 from gateway.lifecycle import Lifecycle
+from gateway.recent import RecentRequests
 from gateway.observe import Metrics, log_access
 from models.providers import ApiStyle
 from models.translate.errors import responses_error_code
@@ -57,9 +58,10 @@ def _request_id(headers: dict[str, str]) -> str:
 class Boundary:
     def __init__(self, app: ASGIApp, max_header_bytes: int = 32 * 1024, metrics: Metrics | None = None,
                  tracing: Any = None, prompt_chars: int = 0, lifecycle: Lifecycle | None = None,
-                 usage: Ledger | None = None) -> None:  # fmt: skip
+                 usage: Ledger | None = None, recent: RecentRequests | None = None) -> None:  # fmt: skip
         self.app = app
         self.usage = usage  # the usage ledger: one row per LLM request
+        self.recent = recent  # the latest requests, for the console
         self.lifecycle = lifecycle  # for the LLM chain: counts its requests, refuses new ones while draining
         self.max_header_bytes = max_header_bytes
         self.metrics = metrics
@@ -136,8 +138,12 @@ class Boundary:
                     self.metrics.record(call)
             if call.endpoint not in _NOT_LLM:
                 log_access(call, self.prompt_chars)
-                if self.usage is not None and call.endpoint == "chat":
-                    self.usage.add(event_of(call))
+                if call.endpoint == "chat" and (self.usage is not None or self.recent is not None):
+                    event = event_of(call)
+                    if self.usage is not None:
+                        self.usage.add(event)
+                    if self.recent is not None:
+                        self.recent.add(event, call.decision)
                 if self.tracing is not None:
                     self.tracing.record(call)
 

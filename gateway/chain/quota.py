@@ -43,6 +43,7 @@ class Ledgers:
     state: KeyState = field(default_factory=LocalState)
     health: Any = None  # the serving app's model health (gateway/cooldown.py), set when the chain is built
     usage: Any = None  # gateway.ledger.Ledger, unless `ledger: {backend: off}`
+    recent: Any = None  # gateway.recent.RecentRequests: the latest requests, for the console
 
     async def start(self) -> None:
         await self.state.warm()  # a shared store's connection and scripts, before the first request
