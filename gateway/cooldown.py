@@ -90,6 +90,10 @@ class Health:
         waits = [max(0.0, s.until - now) for m in models if (s := self._states.get(m)) is not None]
         return min(waits) if waits else 0.0
 
+    def failures(self) -> dict[str, int]:
+        """Failures in a row per model (since its last success)."""
+        return {m: s.failures for m, s in self._states.items() if s.failures}
+
     def cooling(self) -> dict[str, float]:
         now = self.clock()
         return {m: s.until - now for m, s in self._states.items() if s.until > now}

@@ -134,6 +134,11 @@ def test_usage_models_and_config_pages_have_their_data(gateway: str) -> None:
     assert {m["model"] for m in models} >= {"deepseek/deepseek-v4-pro", "moonshotai/kimi-for-coding"}
     flash = next(m for m in models if m["model"] == "deepseek/deepseek-v4-flash")
     assert flash["default"] and "arch.claude.code.small.fast" in flash["aliases"] and flash["key"] == "set"
+    kimi = next(m for m in models if m["model"] == "moonshotai/kimi-for-coding")
+    assert kimi["requests_5m"] >= 1 and kimi["errors_5m"] == 0 and kimi["failures_in_a_row"] == 0
+    older = console_api(gateway, "requests", params={"source": "ledger", "limit": 5}).json()
+    assert older["source"] == "ledger" and older["requests"] and older["requests"][0]["key_name"] == "dev"
+    assert [r["ts"] for r in older["requests"]] == sorted((r["ts"] for r in older["requests"]), reverse=True)
     config = console_api(gateway, "config").json()
     assert config["source"].endswith("console.yaml") and "gateway_keys" in config["text"]
     assert ADMIN not in config["text"] and USER not in config["text"]  # secrets masked
@@ -196,6 +201,8 @@ def test_every_page_loads_without_errors_in_chromium(page: Any, gateway: str, tm
     page.click("nav a[data-page=requests]")
     row = page.wait_for_selector(f"tr[data-id='{request_id}']")
     assert "code_review" in row.inner_text()
+    page.click("#requests-older")  # the ledger's rows (every process's) below the recent ones
+    page.wait_for_selector("#requests-older", state="hidden")
     row.click()
     page.wait_for_selector("#request-detail .bars")
     assert "code_review" in page.inner_text("#request-detail")
@@ -234,3 +241,17 @@ def test_the_playground_in_chromium_matches_the_api_and_follows_an_edit(page: An
     assert "name: verse" in page.inner_text("#pg-yaml")
     shot(page, tmp_path, "playground")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_non_admin_key_is_refused_in_chromium(browser: Any, gateway: str, tmp_path: Path) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{gateway}/console")
+    page.fill("input[name=key]", USER)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1")
+    assert "Not an admin key" in page.inner_text("h1") and "dev" in page.inner_text("main")
+    page.goto(f"{gateway}/console")  # no session was given: the sign-in page again
+    assert page.locator("input[name=key]").count() == 1
+    page.screenshot(path=str(tmp_path / "console-refused.png"))
+    context.close()

@@ -172,7 +172,17 @@ class Console:
         return _json(api.live(self._entries()))
 
     async def requests(self, request: Request) -> Response:
-        limit = min(500, max(1, int(request.query_params.get("limit", "100") or 100)))
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            return _error(400, "limit: a whole number")
+        if request.query_params.get("source") == "ledger":  # older requests, every process's (no decisions)
+            if self.ledgers.usage is None:
+                return _error(409, "the usage ledger is off")
+            try:
+                return _json({"requests": await self.ledgers.usage.store.latest(limit), "source": "ledger"})
+            except Exception as exc:  # noqa: BLE001 - a database outage: say so
+                return _error(503, f"the usage ledger cannot be read ({type(exc).__name__})")
         recent = self.ledgers.recent
         return _json({"requests": recent.latest(limit) if recent is not None else [],
                       "prompts": bool(recent is not None and recent.keep_text)})  # fmt: skip
@@ -201,7 +211,8 @@ class Console:
 
     async def models(self, request: Request) -> Response:
         health = self.ledgers.health
-        return _json({"models": api.models(self.config, health.cooling() if health is not None else {})})
+        cooling, failures = (health.cooling(), health.failures()) if health is not None else ({}, {})
+        return _json({"models": api.models(self.config, cooling, failures, self._entries())})
 
     async def config_view(self, request: Request) -> Response:
         try:

@@ -46,8 +46,17 @@ def live(entries: Iterable[dict[str, Any]], now: float | None = None, window_s: 
     }
 
 
-def models(config: Config, cooling: dict[str, float]) -> list[dict[str, Any]]:
-    """Every provider model with its interface, URL, key state, health and aliases."""
+def models(config: Config, cooling: dict[str, float], failures: dict[str, int] | None = None,
+           entries: Iterable[dict[str, Any]] = (), now: float | None = None) -> list[dict[str, Any]]:
+    """Every provider model with its interface, URL, key state, health (cooldown, failures in a row,
+    requests and errors over the last 5 minutes) and aliases."""
+    since = (time.time() if now is None else now) - 300
+    served: dict[str, list[int]] = {}
+    for e in entries:
+        if e["ts"] >= since and e["model"]:
+            counts = served.setdefault(e["model"], [0, 0])
+            counts[0] += 1
+            counts[1] += int(e["status"] == 0 or e["status"] >= 400)
     aliases: dict[str, list[str]] = {}
     for alias, target in config.aliases.items():
         aliases.setdefault(target.model, []).append(alias)
@@ -58,6 +67,8 @@ def models(config: Config, cooling: dict[str, float]) -> list[dict[str, Any]]:
             "url": p.url, "default": p.default, "key": "missing" if p.missing_env else ("set" if p.access_key else "none"),
             "missing_env": list(p.missing_env), "cooling_s": round(cooling.get(p.model, 0.0), 1),
             "aliases": sorted(aliases.get(p.model, [])), "priced": p.pricing is not None,
+            "failures_in_a_row": (failures or {}).get(p.model, 0),
+            "requests_5m": served.get(p.model, [0, 0])[0], "errors_5m": served.get(p.model, [0, 0])[1],
         })  # fmt: skip
     return out
 

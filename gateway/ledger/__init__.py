@@ -141,6 +141,14 @@ class LedgerStore(Protocol):
         """Delete events older than `before` (the daily rollups stay); returns how many."""
         ...
 
+    async def report(self, by: tuple[str, ...], since_day: str) -> list[dict[str, Any]]:
+        """usage_daily summed by `by` (gateway/ledger/sql.py DIMENSIONS) from `since_day` on."""
+        ...
+
+    async def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The newest events, newest first."""
+        ...
+
     async def close(self) -> None: ...
 
 

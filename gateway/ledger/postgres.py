@@ -81,6 +81,11 @@ class PostgresLedger:
         # SUM of a BIGINT is a NUMERIC (a Decimal here): whole numbers, as SQLite gives them.
         return [{k: int(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
 
+    async def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The newest events, newest first."""
+        pool = await self._connected()
+        return [dict(row) for row in await pool.fetch(SQL.LATEST.format("$1"), limit)]
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

@@ -47,6 +47,7 @@ SPENT_EVER = "SELECT COALESCE(SUM(cost_nano), 0) FROM usage_daily WHERE key_name
 def spent(since: float) -> str:
     return SPENT_EVER if since <= 0 else SPENT
 PRUNE = "DELETE FROM usage_event WHERE ts < {0}"
+LATEST = "SELECT * FROM usage_event ORDER BY ts DESC LIMIT {0}"
 
 DIMENSIONS = ("key", "model", "route", "day", "provider")
 _COLUMN = {"key": "key_name", "model": "model", "route": "route", "day": "day", "provider": "provider"}

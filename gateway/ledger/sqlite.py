@@ -79,8 +79,17 @@ class SqliteLedger:
         return await self._on_thread(lambda db: db.execute(SQL.PRUNE.format("?"), (before,)).rowcount)
 
     async def report(self, by: tuple[str, ...], since_day: str) -> list[dict[str, Any]]:
+        return await self._rows(SQL.report(by, lambda _: "?"), (since_day,))
+
+    async def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The newest events, newest first."""
+        rows = await self._rows(SQL.LATEST.format("?"), (limit,))
+        return [{**r, "stream": bool(r["stream"]), "client_gone": bool(r["client_gone"]),
+                 "usage_estimated": bool(r["usage_estimated"])} for r in rows]  # fmt: skip
+
+    async def _rows(self, query: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            cursor = db.execute(SQL.report(by, lambda _: "?"), (since_day,))
+            cursor = db.execute(query, args)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 

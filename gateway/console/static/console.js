@@ -63,19 +63,34 @@ async function showLive() {
 }
 
 // -- Requests -----------------------------------------------------------------------------------
+function requestRow(r, fromLedger) {
+  return el("tr", fromLedger ? { class: "ledger" } : { "data-id": r.request_id, onclick: () => showRequest(r.request_id) },
+    el("td", {}, when(r.ts)), el("td", {}, r.key_name || "–"), el("td", {}, r.route || "–"),
+    el("td", {}, r.requested_model || "–"), el("td", {}, r.model || "–"),
+    el("td", {}, r.fallback_from ? `${r.attempts} (from ${r.fallback_from})` : r.attempts),
+    el("td", { class: r.status >= 400 || r.status === 0 ? "bad" : "" }, r.status),
+    el("td", {}, `${fmt(r.input_tokens)} / ${fmt(r.output_tokens)}`), el("td", {}, usd(r.cost_nano)),
+    el("td", {}, r.ttft_ms === null ? "–" : Number(r.ttft_ms).toFixed(1)));
+}
+
+async function olderRequests() {
+  const body = $("#requests-table tbody");
+  try {
+    const data = await getJSON("/console/api/requests?source=ledger&limit=500");
+    const shown = new Set([...body.querySelectorAll("tr[data-id]")].map((row) => row.dataset.id));
+    body.append(...data.requests.filter((r) => !shown.has(r.request_id)).map((r) => requestRow(r, true)));
+    $("#requests-older").hidden = true;
+  } catch (error) { $("#requests-note").textContent = error.message; }
+}
+
 async function showRequests() {
   const body = $("#requests-table tbody");
   try {
     const data = await getJSON("/console/api/requests?limit=200");
     $("#requests-note").textContent = data.prompts ? "Prompt logging is on: a request's detail shows the text that was routed."
       : "Prompt logging is off (access_log.prompts): details show scores and reasons, not the text.";
-    body.replaceChildren(...data.requests.map((r) => el("tr", { "data-id": r.request_id, onclick: () => showRequest(r.request_id) },
-      el("td", {}, when(r.ts)), el("td", {}, r.key_name || "–"), el("td", {}, r.route || "–"),
-      el("td", {}, r.requested_model || "–"), el("td", {}, r.model || "–"),
-      el("td", {}, r.fallback_from ? `${r.attempts} (from ${r.fallback_from})` : r.attempts),
-      el("td", { class: r.status >= 400 || r.status === 0 ? "bad" : "" }, r.status),
-      el("td", {}, `${fmt(r.input_tokens)} / ${fmt(r.output_tokens)}`), el("td", {}, usd(r.cost_nano)),
-      el("td", {}, r.ttft_ms === null ? "–" : r.ttft_ms.toFixed(1)))));
+    body.replaceChildren(...data.requests.map((r) => requestRow(r, false)));
+    $("#requests-older").hidden = false;
   } catch (error) { fail(body, error); }
 }
 
@@ -185,7 +200,9 @@ async function showModels() {
     body.replaceChildren(...data.models.map((m) => el("tr", {},
       el("td", {}, m.model, m.default ? " (default)" : ""), el("td", {}, m.interface), el("td", {}, m.url),
       el("td", { class: m.key === "missing" ? "bad" : "" }, m.key === "missing" ? `missing: ${m.missing_env.join(", ")}` : m.key),
-      el("td", { class: m.cooling_s > 0 ? "bad" : "" }, m.cooling_s > 0 ? `cooling ${m.cooling_s} s` : "ok"),
+      el("td", { class: m.cooling_s > 0 || m.failures_in_a_row ? "bad" : "" },
+        (m.cooling_s > 0 ? `cooling ${m.cooling_s} s` : "ok") + (m.failures_in_a_row ? `, ${m.failures_in_a_row} failures in a row` : "")),
+      el("td", {}, `${fmt(m.requests_5m)} / ${fmt(m.errors_5m)}`),
       el("td", {}, m.aliases.join(", ") || "–"))));
   } catch (error) { fail(body, error); }
 }
@@ -214,6 +231,7 @@ $("#pg-route").addEventListener("click", () => route(true));
 $("#pg-reset").addEventListener("click", async () => { await loadRoutes(); route(false); });
 $("#pg-add").addEventListener("click", () => { editedRoutes.push({ name: `route_${editedRoutes.length + 1}`, description: "", examples: [] }); drawRoutes(); });
 $("#pg-export").addEventListener("click", async () => { await route(true); $("#pg-yaml").hidden = false; });
+$("#requests-older").addEventListener("click", olderRequests);
 $("#usage-by").addEventListener("change", showUsage);
 $("#usage-since").addEventListener("change", showUsage);
 window.addEventListener("hashchange", open);
