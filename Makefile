@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock screenshots bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
+.PHONY: run test install lock screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -60,6 +60,10 @@ apt:
 	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get install -y -q $(PACKAGE) >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(PACKAGE) >/dev/null 2>&1; }; }
+
+# First paint and data-on-screen time of every console page in headless Chromium; about 30 s.
+bench-console: install servers
+	$(PY) benchmarks/console.py $(BENCH_ARGS)
 
 # The README's console screenshots, taken by the browser tests (docs/images/console-*.png).
 screenshots: install servers
