@@ -136,6 +136,7 @@ def test_usage_models_and_config_pages_have_their_data(gateway: str) -> None:
     assert flash["default"] and "arch.claude.code.small.fast" in flash["aliases"] and flash["key"] == "set"
     kimi = next(m for m in models if m["model"] == "moonshotai/kimi-for-coding")
     assert kimi["requests_5m"] >= 1 and kimi["errors_5m"] == 0 and kimi["failures_in_a_row"] == 0
+    assert kimi["in_flight"] == 0 and kimi["upstream_ms"] > 0
     older = console_api(gateway, "requests", params={"source": "ledger", "limit": 5}).json()
     assert older["source"] == "ledger" and older["requests"] and older["requests"][0]["key_name"] == "dev"
     assert [r["ts"] for r in older["requests"]] == sorted((r["ts"] for r in older["requests"]), reverse=True)

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from gateway.config import Config
 from gateway.console import api
 from gateway.console.auth import COOKIE, SESSION_S, NotAdmin, admin, login, session_token
+from gateway.selection import STATS
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}  # fmt: skip
@@ -212,7 +213,9 @@ class Console:
     async def models(self, request: Request) -> Response:
         health = self.ledgers.health
         cooling, failures = (health.cooling(), health.failures()) if health is not None else ({}, {})
-        return _json({"models": api.models(self.config, cooling, failures, self._entries())})
+        # this process's upstream attempts in flight and first-byte averages, per model
+        return _json({"models": api.models(self.config, cooling, failures, self._entries(), dict(STATS.in_flight),
+                                           dict(STATS.latency_ms))})  # fmt: skip
 
     async def config_view(self, request: Request) -> Response:
         try:

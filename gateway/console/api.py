@@ -47,9 +47,10 @@ def live(entries: Iterable[dict[str, Any]], now: float | None = None, window_s: 
 
 
 def models(config: Config, cooling: dict[str, float], failures: dict[str, int] | None = None,
-           entries: Iterable[dict[str, Any]] = (), now: float | None = None) -> list[dict[str, Any]]:
+           entries: Iterable[dict[str, Any]] = (), in_flight: dict[str, int] | None = None,
+           latency_ms: dict[str, float] | None = None, now: float | None = None) -> list[dict[str, Any]]:
     """Every provider model with its interface, URL, key state, health (cooldown, failures in a row,
-    requests and errors over the last 5 minutes) and aliases."""
+    requests in flight, requests and errors over the last 5 minutes, time-to-first-byte average) and aliases."""
     since = (time.time() if now is None else now) - 300
     served: dict[str, list[int]] = {}
     for e in entries:
@@ -67,7 +68,8 @@ def models(config: Config, cooling: dict[str, float], failures: dict[str, int] |
             "url": p.url, "default": p.default, "key": "missing" if p.missing_env else ("set" if p.access_key else "none"),
             "missing_env": list(p.missing_env), "cooling_s": round(cooling.get(p.model, 0.0), 1),
             "aliases": sorted(aliases.get(p.model, [])), "priced": p.pricing is not None,
-            "failures_in_a_row": (failures or {}).get(p.model, 0),
+            "failures_in_a_row": (failures or {}).get(p.model, 0), "in_flight": (in_flight or {}).get(p.model, 0),
+            "upstream_ms": round((latency_ms or {})[p.model], 1) if p.model in (latency_ms or {}) else None,
             "requests_5m": served.get(p.model, [0, 0])[0], "errors_5m": served.get(p.model, [0, 0])[1],
         })  # fmt: skip
     return out

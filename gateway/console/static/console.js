@@ -202,7 +202,8 @@ async function showModels() {
       el("td", { class: m.key === "missing" ? "bad" : "" }, m.key === "missing" ? `missing: ${m.missing_env.join(", ")}` : m.key),
       el("td", { class: m.cooling_s > 0 || m.failures_in_a_row ? "bad" : "" },
         (m.cooling_s > 0 ? `cooling ${m.cooling_s} s` : "ok") + (m.failures_in_a_row ? `, ${m.failures_in_a_row} failures in a row` : "")),
-      el("td", {}, `${fmt(m.requests_5m)} / ${fmt(m.errors_5m)}`),
+      el("td", {}, fmt(m.in_flight)), el("td", {}, `${fmt(m.requests_5m)} / ${fmt(m.errors_5m)}`),
+      el("td", {}, m.upstream_ms === null ? "–" : m.upstream_ms.toFixed(1)),
       el("td", {}, m.aliases.join(", ") || "–"))));
   } catch (error) { fail(body, error); }
 }
