@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import orjson
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -570,12 +571,14 @@ class Bench:
 
 def api_latency(texts: dict[str, list[str]]) -> dict[str, Any]:
     """Round trips of `POST /routing/v1/messages` (the decision-only API) to `junction serve` with the
-    seed config on a loopback port, one keep-alive client, sizes interleaved; plus the decision time
-    the server reports inside each answer."""
+    seed config on a loopback port, sizes interleaved, from two keep-alive clients in turn: the lean
+    client of the overhead benchmark (what the gateway takes) and httpx (what a Python script sees: httpx
+    adds its own request building and parsing); plus the decision time the server reports in each answer."""
     import tempfile
 
     import httpx
 
+    from overhead import HOST, connect
     from tests.procs import start_gateway
 
     seed = yaml.safe_load((ROOT / "plano_config.yaml").read_text())
@@ -588,26 +591,47 @@ def api_latency(texts: dict[str, list[str]]) -> dict[str, Any]:
             proc, base = start_gateway(config, env, "--log-level", "warning", "--no-access-log")
         except Exception as exc:  # noqa: BLE001 - reported, not fatal
             return {"error": f"gateway did not start: {exc}"}
-        with proc, httpx.Client(base_url=base, timeout=30) as client:
-            def post(text: str) -> tuple[float, float]:
-                start = time.perf_counter()
-                r = client.post("/routing/v1/messages", json={"model": "x", "max_tokens": 1,
-                                                              "messages": [{"role": "user", "content": text}]})  # fmt: skip
-                r.raise_for_status()
-                return (time.perf_counter() - start) * 1000, float(r.json()["latency_ms"])
+        port = int(base.rsplit(":", 1)[1])
 
-            for t in texts["short"][:20]:
-                post(t + " warm-up")
-            n = min(len(v) for v in texts.values())
-            trips: dict[str, list[tuple[float, float]]] = {label: [] for label in texts}
-            for i in range(n):
-                for label in texts:
-                    trips[label].append(post(texts[label][i] + " api"))
+        def body(text: str) -> bytes:
+            return orjson.dumps({"model": "x", "max_tokens": 1, "messages": [{"role": "user", "content": text}]})
+
+        def raw_request(text: str) -> bytes:
+            data = body(text)
+            head = (f"POST /routing/v1/messages HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n")  # fmt: skip
+            return head.encode() + data
+
+        async def run() -> dict[str, list[tuple[float, float, float]]]:
+            lean = await connect(port, keep_body=True)
+            trips: dict[str, list[tuple[float, float, float]]] = {label: [] for label in texts}
+            with httpx.Client(base_url=base, timeout=30) as client:
+                def post(text: str) -> tuple[float, float]:
+                    start = time.perf_counter()
+                    r = client.post("/routing/v1/messages", content=body(text), headers={"content-type": "application/json"})
+                    r.raise_for_status()
+                    return (time.perf_counter() - start) * 1000, float(r.json()["latency_ms"])
+
+                for t in texts["short"][:20]:
+                    post(t + " warm-up")
+                    await lean.request(raw_request(t + " warm-up lean"))
+                n = min(len(v) for v in texts.values())
+                for i in range(n):
+                    for label in texts:
+                        status, _, total, _, _ = await lean.request(raw_request(texts[label][i] + " api"))
+                        assert status == 200
+                        with_httpx, server = post(texts[label][i] + " api httpx")
+                        trips[label].append((total, with_httpx, server))
+            lean.close()
+            return trips
+
+        with proc:
+            trips = asyncio.run(run())
     out: dict[str, Any] = {}
     for label, values in trips.items():
-        rt = sorted(v[0] for v in values)
-        server = sorted(v[1] for v in values)
+        rt, hx, server = (sorted(v[i] for v in values) for i in range(3))
         out[label] = {"p50_ms": pct(rt, 50), "p90_ms": pct(rt, 90), "p99_ms": pct(rt, 99),
+                      "httpx_p50_ms": pct(hx, 50), "httpx_p99_ms": pct(hx, 99),
                       "server_p50_ms": pct(server, 50), "server_p99_ms": pct(server, 99), "n": len(rt)}  # fmt: skip
     return out
 
@@ -789,13 +813,13 @@ def markdown(results: dict[str, Any]) -> str:
     lat = results.get("latency")
     if lat:
         api = lat.get("api", {})
-        lines = ["| input | tokens embedded | p50 | p90 | p99 | routing API round trip p50 / p99 | decision time the API reports p50 / p99 |",
-                 "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines = ["| input | tokens embedded | p50 | p90 | p99 | routing API round trip p50 / p99 | the same with httpx | "
+                 "decision time the API reports p50 / p99 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for key in ("short", "t64", "t128", "t256"):
             m = lat[key]
             a = api.get(key)
-            trip = f"{a['p50_ms']} / {a['p99_ms']} ms | {a['server_p50_ms']} / {a['server_p99_ms']} ms" if a else \
-                f"{api.get('error', 'not measured')} | –"  # fmt: skip
+            trip = f"{a['p50_ms']} / {a['p99_ms']} ms | {a.get('httpx_p50_ms')} / {a.get('httpx_p99_ms')} ms | " \
+                f"{a['server_p50_ms']} / {a['server_p99_ms']} ms" if a else f"{api.get('error', 'not measured')} | – | –"  # fmt: skip
             lines.append(f"| {m['input_tokens']} tokens | {m['tokens']} | {m['p50_ms']} ms | {m['p90_ms']} ms | {m['p99_ms']} ms | {trip} |")
         c = lat["concurrent8"]
         cs = cold_text(lat["cold_start"])
