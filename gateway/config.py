@@ -344,6 +344,7 @@ class Config:
     ledger: LedgerOptions = LedgerOptions()
     warnings: tuple[str, ...] = ()
     source: str = "<memory>"
+    digest: str = ""  # sha256 of the file's text this config was read from (reloads compare it)
 
     def lookup(self, ref: str) -> Provider | None:
         """A configured provider model by full name, `name`, unique bare id or wildcard prefix."""
@@ -379,7 +380,11 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         raise ConfigError([f"{file}: cannot read ({exc.strerror})"]) from None
     env = dict(_dotenv(file.parent / ".env"))
     env.update(os.environ if environ is None else environ)
-    return parse(text, env, source=str(file))
+    return replace(parse(text, env, source=str(file)), digest=text_digest(text))
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def parse(text: str, environ: Mapping[str, str], source: str = "<memory>") -> Config:

@@ -8,7 +8,6 @@ are closed once the drain time has passed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import signal
 from pathlib import Path
@@ -18,7 +17,7 @@ from starlette.applications import Starlette
 
 from gateway import redact
 from gateway.app import build_app, build_ledgers
-from gateway.config import Config, ConfigError, load
+from gateway.config import Config, ConfigError, load, text_digest
 from gateway.lifecycle import Lifecycle
 from gateway.observe import Metrics
 
@@ -26,7 +25,7 @@ log = logging.getLogger("junction")
 
 
 def file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return text_digest(Path(path).read_text(encoding="utf-8"))
 
 
 class Reloadable:
@@ -34,7 +33,7 @@ class Reloadable:
 
     def __init__(self, path: str, config: Config) -> None:
         self.path = path
-        self.digest = file_digest(path)  # of the config file this process serves
+        self.digest = config.digest  # of the config text this process serves
         self.lifecycle = Lifecycle()
         self.metrics = Metrics()  # counters survive reloads
         # and so do per-key limits and spend (the `state:` backend is chosen once, at start)
@@ -91,7 +90,7 @@ class Reloadable:
         new = build_app(config, self.lifecycle, self.metrics, self.ledgers, self.responses)
         await new.state.start()
         old, self.current = self.current, new
-        self.digest = digest
+        self.digest = config.digest  # the text actually loaded (the file may have changed again since)
         log.info("config reloaded from %s: %d providers%s", self.path, len(config.providers),
                  " (announced by another process)" if if_changed else "")  # fmt: skip
         if not if_changed:

@@ -305,3 +305,46 @@ def test_token_reservations_settle_to_the_reported_usage_exactly_with_one_script
     scripts = client.info("commandstats")
     calls = sum(v["calls"] for k, v in scripts.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
     assert calls == 2 * 20
+
+
+def test_a_process_that_subscribes_after_a_change_still_reloads(redis_service: Any, tmp_path: Path) -> None:
+    """A worker forked with the config its supervisor read, whose file then changed before the worker
+    listened for announcements (it missed the one that was sent): it checks the file when it subscribes."""
+    import asyncio
+
+    from gateway.config import load
+    from gateway.reload import Reloadable
+
+    text = f"""version: v0.4.0
+llm_providers:
+  - model: mock/m
+    base_url: http://127.0.0.1:9/v1
+gateway_keys:
+  - {{name: stays, key: {KEY}-stays}}
+  - {{name: goes, key: {KEY}-goes}}
+state: {{backend: redis, url: '{redis_service.url}'}}
+ledger: {{backend: off}}
+"""
+    path = tmp_path / "late.yaml"
+    path.write_text(text)
+    read_before = load(path)
+    path.write_text(text.replace(f"  - {{name: goes, key: {KEY}-goes}}\n", ""))
+
+    async def main() -> list[str]:
+        app = Reloadable(str(path), read_before)
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        lifespan = asyncio.create_task(app({"type": "lifespan"}, inbox.get, send))
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.state.config is read_before and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        names = [k.name for k in app.state.config.gateway_keys]
+        await inbox.put({"type": "lifespan.shutdown"})
+        await lifespan
+        return names
+
+    assert asyncio.run(main()) == ["stays"]

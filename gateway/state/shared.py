@@ -405,6 +405,10 @@ class SharedState:
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
+                    # Announcements made before this subscription (this process starting, or Redis coming back)
+                    # were missed: the reload check runs once now (it reloads only if the config file changed).
+                    if self._on_reload is not None:
+                        self._on_reload()
                     while not self._closed:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
