@@ -69,9 +69,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     redact.install(redact.Redactor(config.secrets()))
-    listener = config.listeners[0] if config.listeners else None
-    host = args.host or (listener.address if listener else LOOPBACK)
-    port = args.port if args.port is not None else (listener.port if listener else 12000)
+    listen_host, listen_port = config.listen_address()
+    host = args.host or listen_host
+    port = args.port if args.port is not None else listen_port
     if not config.auth_enabled:
         exposure = "loopback only" if host in ("127.0.0.1", "::1", "localhost") else f"ALL clients that reach {host}"
         log.warning("no gateway_keys configured: the gateway is open to %s", exposure)

@@ -346,6 +346,11 @@ class Config:
     source: str = "<memory>"
     digest: str = ""  # sha256 of the file's text this config was read from (reloads compare it)
 
+    def listen_address(self) -> tuple[str, int]:
+        """(host, port) of the config's first listener (the loader always gives one)."""
+        listener = self.listeners[0] if self.listeners else None
+        return (listener.address, listener.port) if listener else (LOOPBACK, DEFAULT_PORT)
+
     def lookup(self, ref: str) -> Provider | None:
         """A configured provider model by full name, `name`, unique bare id or wildcard prefix."""
         found = self.refs.get(ref)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from gateway.config import Config
+from gateway.config import LOOPBACK, Config
 
 KEY_VARIABLE = "JUNCTION_API_KEY"  # the gateway key, for the launcher and (under this name) for Codex
 START_TIMEOUT_S = 120.0  # a gateway with routes loads its encoder before answering
@@ -69,11 +69,8 @@ def split_args(argv: Sequence[str], default_config: str) -> Options:
 
 def listener_url(config: Config) -> tuple[str, int]:
     """Where the config's listener is reachable from this machine: (host, port)."""
-    listener = config.listeners[0] if config.listeners else None
-    host = listener.address if listener else "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return host, listener.port if listener else 12000
+    host, port = config.listen_address()
+    return (LOOPBACK if host in ("0.0.0.0", "::", "") else host), port
 
 
 def answering(base: str, timeout: float = 1.0) -> bool:

@@ -9,6 +9,8 @@ with its own sessions, so looking never moves a real conversation's route.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import html
 import time
 from importlib import resources
@@ -23,6 +25,7 @@ from starlette.routing import Route
 from gateway.config import Config
 from gateway.console import api
 from gateway.console.auth import COOKIE, SESSION_S, NotAdmin, admin, login, session_token
+from gateway.ledger import report
 from gateway.selection import STATS
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -30,7 +33,9 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 MAX_PLAYGROUND_BYTES = 256 * 1024
 
 
+@functools.lru_cache(maxsize=16)
 def _static(name: str) -> bytes | None:
+    """A packaged asset, read once per process."""
     folder = resources.files("gateway.console") / "static"
     item = folder / name
     return item.read_bytes() if "/" not in name and item.is_file() else None
@@ -167,7 +172,7 @@ class Console:
 
     def _entries(self) -> list[dict[str, Any]]:
         recent = self.ledgers.recent
-        return list(recent.entries) if recent is not None else []
+        return recent.events if recent is not None else []
 
     async def live(self, request: Request) -> Response:
         return _json(api.live(self._entries()))
@@ -226,10 +231,6 @@ class Console:
         return _json({"source": self.config.source, "loaded_at": self.loaded_at, "text": api.config_text(self.config, text)})
 
     async def usage(self, request: Request) -> Response:
-        import datetime as dt
-
-        from gateway.ledger import report
-
         try:
             by = report.parse_by(request.query_params.get("by", "key,model"))
             since = report.parse_since(request.query_params.get("since"), dt.datetime.now(dt.timezone.utc).date())

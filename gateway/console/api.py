@@ -9,6 +9,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from gateway.config import Config
+from gateway.ledger import DAILY_SUMS, failed
+from gateway.ledger.sql import COLUMN
 from gateway.redact import Redactor
 
 LIVE_WINDOW_S = 60.0
@@ -32,7 +34,7 @@ def live(entries: Iterable[dict[str, Any]], now: float | None = None, window_s: 
         sums["requests"] += 1
         sums["input_tokens"] += e["input_tokens"]
         sums["output_tokens"] += e["output_tokens"]
-    errors = sum(1 for e in recent if e["status"] == 0 or e["status"] >= 400)
+    errors = sum(1 for e in recent if failed(e["status"]))
     return {
         "window_s": window_s,
         "requests": len(recent),
@@ -57,7 +59,7 @@ def models(config: Config, cooling: dict[str, float], failures: dict[str, int] |
         if e["ts"] >= since and e["model"]:
             counts = served.setdefault(e["model"], [0, 0])
             counts[0] += 1
-            counts[1] += int(e["status"] == 0 or e["status"] >= 400)
+            counts[1] += int(failed(e["status"]))
     aliases: dict[str, list[str]] = {}
     for alias, target in config.aliases.items():
         aliases.setdefault(target.model, []).append(alias)
@@ -82,15 +84,13 @@ def config_text(config: Config, text: str) -> str:
 
 def usage_from_memory(entries: Iterable[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str, Any]]:
     """`junction usage`-shaped rows from this process's recent requests (when the ledger is off)."""
-    column = {"key": "key_name", "model": "model", "route": "route", "day": "day", "provider": "provider"}
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     for e in entries:
-        group = tuple(e[column[d]] for d in by)
-        row = sums.setdefault(group, {**dict(zip(by, group)), "requests": 0, "errors": 0, "input_tokens": 0,
-                                      "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_nano": 0})  # fmt: skip
+        group = tuple(e[COLUMN[d]] for d in by)
+        row = sums.setdefault(group, {**dict(zip(by, group)), **dict.fromkeys(DAILY_SUMS, 0)})
         row["requests"] += 1
-        row["errors"] += int(e["status"] == 0 or e["status"] >= 400)
-        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nano"):
+        row["errors"] += int(failed(e["status"]))
+        for name in DAILY_SUMS[2:]:  # the token counts and the cost, as the events hold them
             row[name] += e[name]
     return [sums[k] for k in sorted(sums)]
 

@@ -27,6 +27,11 @@ log = logging.getLogger("junction.ledger")
 RETRY_MAX_S = 30.0  # the longest wait between attempts while the database is down
 
 
+def failed(status: int) -> bool:
+    """A request that ended in an error (0: it never got an answer)."""
+    return status == 0 or status >= 400
+
+
 class UsageEvent(NamedTuple):
     """One request as the ledger keeps it (column order = `EVENT_COLUMNS`); a tuple, so that making one on
     the request path and binding it to an INSERT cost next to nothing."""
@@ -57,7 +62,7 @@ class UsageEvent(NamedTuple):
 
     @property
     def error(self) -> bool:
-        return self.status == 0 or self.status >= 400
+        return failed(self.status)
 
     def row(self) -> tuple[Any, ...]:
         return tuple(self)

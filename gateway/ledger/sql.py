@@ -50,12 +50,12 @@ PRUNE = "DELETE FROM usage_event WHERE ts < {0}"
 LATEST = "SELECT * FROM usage_event ORDER BY ts DESC LIMIT {0}"
 
 DIMENSIONS = ("key", "model", "route", "day", "provider")
-_COLUMN = {"key": "key_name", "model": "model", "route": "route", "day": "day", "provider": "provider"}
+COLUMN = {"key": "key_name", "model": "model", "route": "route", "day": "day", "provider": "provider"}
 
 
 def report(by: tuple[str, ...], placeholder: Callable[[int], str]) -> str:
     """Sums of usage_daily from a first day on (parameter 1), grouped by `by` (names of DIMENSIONS)."""
-    columns = [_COLUMN[d] for d in by]
+    columns = [COLUMN[d] for d in by]
     select = ", ".join([*(f"{c} AS {d}" for c, d in zip(columns, by)), *(f"SUM({s}) AS {s}" for s in DAILY_SUMS)])
     group = f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
     return f"SELECT {select} FROM usage_daily WHERE day >= {placeholder(1)}{group}"
