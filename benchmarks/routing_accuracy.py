@@ -510,6 +510,9 @@ class Bench:
         enc = build_encoder(self.head.encoders, max_tokens=self.head.max_tokens, cache_size=0)  # every decision encodes
         router = Router(seed_routes, enc)
         router.prepare_sync()
+        # a topic-style config (routes outside the taxonomy): decided by similarity with both encoders
+        topic = Router(yaml.safe_load((SUITES_DIR / "clinc_domains.yaml").read_text())["routes"], enc)
+        topic.prepare_sync()
         n = 60 if self.args.quick else 600
         words = ("please review the function below and tell me whether the error handling is right, "
                  "then think about edge cases such as empty input, unicode, very large files and "
@@ -525,22 +528,26 @@ class Bench:
         sizes = (("short", 16), ("t64", 64), ("t128", 128), ("t256", 256))
         texts = {label: [text_of(tokens, i) for i in range(n)] for label, tokens in sizes}
 
-        async def run() -> dict[str, list[float]]:
-            times: dict[str, list[float]] = {label: [] for label, _ in sizes}
+        async def run() -> dict[tuple[str, str], list[float]]:
+            times: dict[tuple[str, str], list[float]] = {}
             for t in texts["short"][:20]:  # warm-up
                 await router.decide(single_turn_body(t + " warm"), "anthropic")
-            for i in range(n):  # interleaved, so machine noise hits every size alike
+                await topic.decide(single_turn_body(t + " warm"), "anthropic")
+            for i in range(n):  # interleaved, so machine noise hits every size and config alike
                 for label, _ in sizes:
-                    start = time.perf_counter()
-                    await router.decide(single_turn_body(texts[label][i]), "anthropic")
-                    times[label].append((time.perf_counter() - start) * 1000)
+                    for config, r in (("seed", router), ("topic", topic)):
+                        start = time.perf_counter()
+                        await r.decide(single_turn_body(texts[label][i]), "anthropic")
+                        times.setdefault((config, label), []).append((time.perf_counter() - start) * 1000)
             return times
 
         measured = asyncio.run(run())
+        out["topic"] = {"encoder": topic.query_encoder().backend_name}
         for label, tokens in sizes:
-            times = sorted(measured[label])
-            out[label] = {"tokens": min(tokens, enc.max_tokens), "input_tokens": tokens, "p50_ms": pct(times, 50),
-                          "p90_ms": pct(times, 90), "p99_ms": pct(times, 99), "n": len(times)}  # fmt: skip
+            for config, into in (("seed", out), ("topic", out["topic"])):
+                times = sorted(measured[(config, label)])
+                into[label] = {"tokens": min(tokens, enc.max_tokens), "input_tokens": tokens, "p50_ms": pct(times, 50),
+                               "p90_ms": pct(times, 90), "p99_ms": pct(times, 99), "n": len(times)}  # fmt: skip
 
         async def concurrent(c: int = 8, rounds: int = 40) -> dict[str, float]:
             lat: list[float] = []
@@ -821,6 +828,11 @@ def markdown(results: dict[str, Any]) -> str:
             trip = f"{a['p50_ms']} / {a['p99_ms']} ms | {a.get('httpx_p50_ms')} / {a.get('httpx_p99_ms')} ms | " \
                 f"{a['server_p50_ms']} / {a['server_p99_ms']} ms" if a else f"{api.get('error', 'not measured')} | – | –"  # fmt: skip
             lines.append(f"| {m['input_tokens']} tokens | {m['tokens']} | {m['p50_ms']} ms | {m['p90_ms']} ms | {m['p99_ms']} ms | {trip} |")
+        if "topic" in lat:
+            lines += ["", "A topic-style config (CLINC150 domain routes, outside the taxonomy: similarity with MiniLM and USE "
+                      "side by side): " + ", ".join(f"{lat['topic'][k]['input_tokens']} tokens {lat['topic'][k]['p50_ms']} / "
+                                                    f"{lat['topic'][k]['p99_ms']} ms" for k in ("short", "t64", "t128", "t256"))
+                      + " (p50 / p99)."]  # fmt: skip
         c = lat["concurrent8"]
         cs = cold_text(lat["cold_start"])
         first = f" With an empty cache folder (a first start): {cold_text(lat['cold_start_first_run'])}." if "cold_start_first_run" in lat else ""

@@ -220,6 +220,7 @@ _ROUTER_SETTINGS = {
     "map_threshold": ("map_threshold", float), "example_share": ("example_share", float),
     "followup_threshold": ("followup_threshold", float), "switch_probability": ("switch_probability", float),
     "switch_markers": ("switch_markers", bool), "similarity_encoder": ("similarity_encoder", str),
+    "similarity_mix": ("similarity_mix", float), "example_weight": ("example_weight", float),
     "threshold": ("threshold", float), "margin": ("margin", float), "sticky": ("sticky", bool),
     "switch_threshold": ("switch_threshold", float), "switch_margin": ("switch_margin", float),
     "switch_lead": ("switch_lead", float), "max_chars": ("max_chars", int),
@@ -1043,8 +1044,13 @@ class _Builder:
                 self.error(f"routing.{key}", f"expected {kind.__name__}, got {value!r}")
                 continue
             settings[name] = value
-        if settings.get("similarity_encoder", "minilm") not in ("minilm", "head"):
-            self.error("routing.similarity_encoder", f"expected minilm or head, got {settings.pop('similarity_encoder')!r}")
+        if settings.get("similarity_encoder", "both") not in ("both", "minilm", "head"):
+            self.error("routing.similarity_encoder",
+                       f"expected both, minilm or head, got {settings.pop('similarity_encoder')!r}")  # fmt: skip
+        if not 0.0 <= settings.get("similarity_mix", 0.0) < 1.0:
+            self.error("routing.similarity_mix", f"expected a share from 0 to below 1, got {settings.pop('similarity_mix')!r}")
+        if settings.get("example_weight", 0.0) < 0.0:
+            self.error("routing.example_weight", f"expected 0 or more, got {settings.pop('example_weight')!r}")
         explicit = raw.get("explicit_model_wins", True)
         if not self.typed("routing.explicit_model_wins", explicit, bool, "true or false"):
             explicit = True

@@ -640,16 +640,20 @@ def _has_modules(*names: str) -> bool:
 
 
 class CompositeEncoder:
-    """Several encoders read as one: each text's vectors concatenated, each part scaled by
-    1/sqrt(parts), so the result is a unit vector and its cosine is the mean of the parts' cosines.
-    The parts run concurrently (each in its own worker thread), so a decision costs the slowest
-    part, not the sum, on a machine with a core per part."""
+    """Several encoders read as one: each text's vectors concatenated, part i scaled by
+    sqrt(w_i / sum(w)) (equal weights by default), so the result is a unit vector and its cosine is
+    the weighted mean of the parts' cosines. The parts run concurrently (each in its own worker
+    thread), so a decision costs the slowest part, not the sum, on a machine with a core per part."""
 
-    def __init__(self, parts: Sequence[Encoder]) -> None:
+    def __init__(self, parts: Sequence[Encoder | "CompositeEncoder"], weights: Sequence[float] | None = None) -> None:
         if not parts:
             raise ValueError("a composite encoder needs at least one part")
         self.parts = tuple(parts)
-        self._scale = np.float32(1.0 / np.sqrt(len(self.parts)))
+        w = np.ones(len(self.parts)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(self.parts),) or (w <= 0).any():
+            raise ValueError("a composite encoder needs one positive weight per part")
+        self.weights = tuple(float(x) for x in w / w.sum())
+        self._scales = [np.float32(np.sqrt(x)) for x in self.weights]
 
     @property
     def model_path(self) -> str:
@@ -687,7 +691,7 @@ class CompositeEncoder:
     def _join(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
         if len(blocks) == 1:
             return blocks[0]
-        return np.hstack(blocks).astype(np.float32, copy=False) * self._scale
+        return np.hstack([b * k for b, k in zip(blocks, self._scales)]).astype(np.float32, copy=False)
 
     def load_sync(self) -> None:
         for p in self.parts:
@@ -710,7 +714,8 @@ class CompositeEncoder:
             p.clear_cache()
 
     def info(self) -> dict[str, Any]:
-        return {"parts": [p.info() for p in self.parts], "dim": sum(p._dim for p in self.parts)}
+        return {"parts": [p.info() for p in self.parts], "weights": list(self.weights),
+                "dim": self.dim if self.loaded else None}
 
     def close(self) -> None:
         for p in self.parts:

@@ -34,7 +34,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from router import fewshot
 from router.encoder import MINILM, CompositeEncoder, Encoder, build_encoder
+from router.fewshot import RouteClassifier
 from router.switch import find_switch
 from router.taxonomy import (FOLLOWUP, Head, Mapping as ClassMapping, head_available, load_head, load_taxonomy,
                              map_routes, route_probs)  # fmt: skip
@@ -80,13 +82,15 @@ class RouterSettings:
     switch_probability: float = 0.6  # probability a new verdict needs to leave the session's route
     switch_markers: bool = True  # "unrelated question: ..." decides the rest of the turn afresh
     # Description similarity (routes outside the taxonomy, or the head off)
-    similarity_encoder: str = "minilm"  # "minilm": score such configs with all-MiniLM-L6-v2; "head": the head's encoder
+    similarity_encoder: str = "both"  # score such configs with "minilm" (all-MiniLM-L6-v2), "head" (the head's encoder) or "both"
+    similarity_mix: float = 0.4  # the head encoder's share of the cosine with "both"
+    example_weight: float = 0.05  # weight of the classifier fitted on routes' examples (0: similarity alone)
     threshold: float = 0.20  # minimum route score (top-n mean cosine) for a match
     margin: float = 0.0  # minimum lead of the best route over the runner-up
     top_n: int = 3  # similarities averaged per route
-    switch_threshold: float | None = 0.40  # score a new route needs to take over (None: threshold)
+    switch_threshold: float | None = 0.30  # score a new route needs to take over (None: threshold)
     switch_margin: float = 0.20  # lead over the current route's score needed to take over
-    switch_lead: float = 0.08  # ...and over the runner-up (an unambiguous winner)
+    switch_lead: float = 0.04  # ...and over the runner-up (an unambiguous winner)
     # Sessions and text
     sticky: bool = True  # keep a session's route through follow-ups and tool loops
     history_turns: int = 8  # earlier user turns replayed when a session is unknown
@@ -200,6 +204,8 @@ class RouteIndex:
     fallback: tuple[int, ...] = ()  # routes decided by similarity
     counts: dict[str, int] = field(default_factory=dict)
     query_encoder: Any = None  # the encoder whose space `vectors` are in, when not the router's own
+    classifier: RouteClassifier | None = None  # fitted on the route texts when routes have examples
+    example_weight: float = 0.0
 
     def __post_init__(self) -> None:
         order = np.argsort(self.owner, kind="stable")
@@ -231,6 +237,8 @@ class RouteIndex:
                 out[:, j] = block.max(axis=1)
             else:
                 out[:, j] = np.partition(block, hi - lo - n, axis=1)[:, hi - lo - n :].mean(axis=1)
+        if self.classifier is not None:
+            out += self.example_weight * self.classifier.log_probs(queries)
         return out
 
     def _none_best(self, probs: np.ndarray, follow: float) -> float:
@@ -266,8 +274,8 @@ def _fingerprint(prefs: Sequence[Preference], settings: RouterSettings, head: He
     h = hashlib.sha256()
     for p in prefs:
         h.update(repr((p.name, p.description, p.examples)).encode())
-    h.update(repr((settings.top_n, settings.use_head, settings.head, settings.map_threshold,
-                   settings.example_share, settings.similarity_encoder)).encode())  # fmt: skip
+    h.update(repr((settings.top_n, settings.use_head, settings.head, settings.map_threshold, settings.example_share,
+                   settings.similarity_encoder, settings.similarity_mix, settings.example_weight)).encode())  # fmt: skip
     if head is not None:
         h.update(repr((head.meta.get("data_hash"), head.classes)).encode())
     return h.hexdigest()
@@ -471,18 +479,34 @@ def _model_text(text: str, s: RouterSettings) -> tuple[str, str | None]:
     return text, None
 
 
-SIMILARITY_ENCODERS = ("minilm", "head")
-_SIMILARITY: dict[str, Encoder] = {}
+SIMILARITY_ENCODERS = ("both", "minilm", "head")
+_SIMILARITY: dict[Any, Encoder | CompositeEncoder] = {}
 _SIMILARITY_LOCK = threading.Lock()
 
 
-def similarity_encoder(backend: str = "auto") -> Encoder:
-    """The MiniLM encoder for configs decided by similarity: one per process and backend (it is
-    thread-safe and caches vectors), loaded on first use."""
+def similarity_encoder(backend: str = "auto", head_encoder: Any = None, mix: float = 0.0) -> Encoder | CompositeEncoder:
+    """The encoder for configs decided by similarity: MiniLM, or with `mix` > 0 MiniLM and
+    `head_encoder` weighted 1 - mix : mix. One per process and combination (they are thread-safe and
+    cache vectors), loaded on first use."""
     with _SIMILARITY_LOCK:
         if backend not in _SIMILARITY:
             _SIMILARITY[backend] = Encoder(backend=backend)
-        return _SIMILARITY[backend]
+        minilm = _SIMILARITY[backend]
+        if head_encoder is None or mix <= 0.0:
+            return minilm
+        key = (backend, id(head_encoder), mix)
+        if key not in _SIMILARITY:
+            _SIMILARITY[key] = CompositeEncoder([minilm, head_encoder], [1.0 - mix, mix])
+        return _SIMILARITY[key]
+
+
+def with_classifier(index: RouteIndex, prefs: Sequence[Preference], s: RouterSettings) -> RouteIndex:
+    """`index` with a route classifier fitted on its vectors, when routes decided by similarity have
+    examples to learn from."""
+    if s.example_weight <= 0 or not index.fallback or not any(prefs[i].examples for i in index.fallback):
+        return index
+    return replace(index, classifier=fewshot.fit(index.vectors, index.owner, index.n_routes),
+                   example_weight=s.example_weight)  # fmt: skip
 
 
 def default_encoder(head: Head | None, backend: str = "auto") -> Encoder | CompositeEncoder:
@@ -554,16 +578,20 @@ class Router:
                         "routing by description similarity only", vecs.shape[1], head.W.shape[0])  # fmt: skip
             head = None
         index = _assemble(self.preferences, self.settings, route_texts, head, dict(zip(texts, vecs)))
-        if index.head is not None and index.fallback and self.settings.similarity_encoder == "minilm" \
+        s = self.settings
+        if index.head is not None and index.fallback and s.similarity_encoder != "head" \
                 and MINILM not in index.head.encoders:  # fmt: skip
             # Not every route maps onto the taxonomy, so every route is decided by similarity: in
-            # MiniLM's space, where the similarity thresholds and switch rules were tuned (topic-style
-            # configs such as CLINC150 and SGD score markedly lower in the head's USE space).
-            encoder = similarity_encoder(getattr(self.encoder, "backend", "auto"))
+            # MiniLM's space (where the similarity thresholds and switch rules were tuned; topic-style
+            # configs such as CLINC150 and SGD score markedly lower in the head's USE space alone),
+            # with "both" mixed with a share of the head's encoder, which knows other words.
+            mix = s.similarity_mix if s.similarity_encoder == "both" else 0.0
+            encoder = similarity_encoder(getattr(self.encoder, "backend", "auto"), self.encoder, mix)
             flat = list(dict.fromkeys(t for group in route_texts for t in group))
-            index = _assemble(self.preferences, self.settings, route_texts, None,
+            index = _assemble(self.preferences, s, route_texts, None,
                               dict(zip(flat, encoder.encode_sync(flat))), index.mapping)  # fmt: skip
             index.query_encoder = encoder
+        index = with_classifier(index, self.preferences, s)
         self.build_ms = (time.perf_counter() - start) * 1000.0
         return self._adopt(key, index)
 
@@ -735,6 +763,7 @@ class Router:
             "settings": asdict(self.settings),
             "encoder": self.encoder.info() if self.encoder else None,
             "similarity_encoder": index.query_encoder.info() if index.query_encoder is not None else None,
+            "example_classifier": index.classifier is not None,
             "head": {k: v for k, v in index.head.meta.items() if k != "classes"} if index.head else None,
         }
 

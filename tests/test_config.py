@@ -303,7 +303,12 @@ gateway_keys:
     assert found == ["state_storage.type: only memory is supported so far, got 'postgres'",
                      "state_storage.max_entries: expected a positive whole number, got 0"]
     (problem,) = problems(BASE + "routing: {similarity_encoder: bert}\n")
-    assert problem == "routing.similarity_encoder: expected minilm or head, got 'bert'"
+    assert problem == "routing.similarity_encoder: expected both, minilm or head, got 'bert'"
+    tuned = cfg(BASE + "routing: {similarity_mix: 0.5, example_weight: 0}\n").routing.settings
+    assert tuned == {"similarity_mix": 0.5, "example_weight": 0.0}
+    assert problems(BASE + "routing: {similarity_mix: 1, example_weight: -0.1}\n") == [
+        "routing.similarity_mix: expected a share from 0 to below 1, got 1.0",
+        "routing.example_weight: expected 0 or more, got -0.1"]
 
 
 def test_fallbacks_resolve_and_must_exist() -> None:

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from router.encoder import CompositeEncoder
 from router.preferences import Router, RouterSettings
 from router.taxonomy import head_available
 from tests.test_routing_gateway import ROOT
@@ -230,9 +231,13 @@ def test_description_only_routes_outside_the_taxonomy_fall_back_to_similarity() 
     assert described["routes"]["code_review"]["tasks"] == ["code_review"]
     d = r.decide_sync(chat("how do I transfer money from my savings account to my card?"))
     assert d.route == "billing" and d.reason == "similarity" and d.mode == "similarity"
-    # ...scored in MiniLM's space (where the similarity rules were tuned), not the head's
-    assert r.query_encoder() is not r.encoder and described["similarity_encoder"] is not None
-    assert "minilm" in str(r.query_encoder().model_path).lower()
+    # ...scored in MiniLM's space (where the similarity rules were tuned) mixed with a share of the head's
+    mixed = r.query_encoder()
+    assert isinstance(mixed, CompositeEncoder) and mixed.parts[1] is r.encoder and described["similarity_encoder"]
+    assert "minilm" in str(mixed.parts[0].model_path).lower() and mixed.weights == pytest.approx((0.6, 0.4))
+    plain = Router(prefs, settings=RouterSettings(similarity_encoder="minilm"))
+    assert plain.decide_sync(chat("how do I transfer money from my savings account to my card?")).route == "billing"
+    assert plain.query_encoder() is mixed.parts[0]
     same = Router(prefs, settings=RouterSettings(similarity_encoder="head"))
     assert same.decide_sync(chat("how do I transfer money from my savings account to my card?")).route == "billing"
     assert same.query_encoder() is same.encoder and same.describe()["similarity_encoder"] is None
