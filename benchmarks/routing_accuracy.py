@@ -533,9 +533,9 @@ class Bench:
             for t in texts["short"][:20]:  # warm-up
                 await router.decide(single_turn_body(t + " warm"), "anthropic")
                 await topic.decide(single_turn_body(t + " warm"), "anthropic")
-            for i in range(n):  # interleaved, so machine noise hits every size and config alike
-                for label, _ in sizes:
-                    for config, r in (("seed", router), ("topic", topic)):
+            for config, r in (("seed", router), ("topic", topic)):  # one config after the other
+                for i in range(n):  # sizes interleaved, so machine noise hits every size alike
+                    for label, _ in sizes:
                         start = time.perf_counter()
                         await r.decide(single_turn_body(texts[label][i]), "anthropic")
                         times.setdefault((config, label), []).append((time.perf_counter() - start) * 1000)

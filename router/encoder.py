@@ -175,6 +175,9 @@ class _OnnxEngine(_Engine):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # No busy-waiting between calls: spinning ONNX threads take the cores from the USE encoder's BLAS
+        # threads that run next (a topic-style config embeds with both).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
         self.feeds = tuple(i.name for i in self.session.get_inputs())

@@ -67,3 +67,32 @@ def test_description_only_routes_get_no_classifier() -> None:
     prefs = [{k: v for k, v in p.items() if k != "examples"} for p in PREFS]
     index = Router(prefs).prepare_sync()
     assert index is not None and index.classifier is None
+
+
+def test_the_bar_to_take_over_a_session_rises_with_the_examples() -> None:
+    from router.preferences import Preference, auto_switch_threshold
+
+    def prefs(k: int) -> list[Preference]:
+        return [Preference(f"r{i}", "d", (), tuple(f"example {j}" for j in range(k))) for i in range(3)]
+
+    assert auto_switch_threshold(prefs(0)) == pytest.approx(0.30)
+    assert auto_switch_threshold(prefs(5)) == pytest.approx(0.40, abs=0.02)
+    assert auto_switch_threshold(prefs(20)) == pytest.approx(0.50)
+    assert auto_switch_threshold(prefs(200)) == pytest.approx(0.50)  # capped where the fit ended
+    assert auto_switch_threshold([]) == pytest.approx(0.30)
+
+
+@pytest.mark.skipif(not head_available(), reason="router/head.npz is not installed")
+def test_a_session_on_routes_with_examples_needs_the_higher_bar_to_switch() -> None:
+    from router.preferences import Assessment, judge
+
+    index = Router(PREFS).prepare_sync()
+    assert index is not None and index.switch_at == pytest.approx(0.30 + 0.20 * np.log1p(4) / np.log(21))
+    s = RouterSettings()
+    # a new route at 0.40, well clear of the session's route and the runner-up: enough without
+    # examples (bar 0.30), not with these four per route (bar 0.41)
+    sims = np.array([0.05, 0.40, 0.10], dtype=np.float32)
+    kept = judge(index, Assessment(sims), s, previous="assistant_meta", known=True)
+    assert (kept.route, kept.reason) == ("assistant_meta", "sticky")
+    moved = judge(index, Assessment(sims), RouterSettings(switch_threshold=0.30), previous="assistant_meta", known=True)
+    assert moved.route == "small_talk"
