@@ -63,13 +63,14 @@ NO_ABSTAIN = dict(threshold=-1.0, margin=0.0)
 # Regression floors for the --quick run (set below the figures measured when they were chosen; see
 # benchmarks/routing/README.md). tests/test_router_regression.py fails when a figure drops below.
 QUICK_FLOORS = {
-    "clinc_domains/A/accuracy": 0.78,
-    "clinc_domains/B20/accuracy": 0.86,
-    "clinc_domains/C20/oos_recall": 0.55,
-    "clinc_intents/B20/accuracy": 0.84,
-    "banking77/B20/accuracy": 0.84,
-    "sgd/A/turn_accuracy": 0.82,
-    "sgd/A/conversation_accuracy": 0.50,
+    "clinc_domains/A/accuracy": 0.80,
+    "clinc_domains/B20/accuracy": 0.91,
+    "clinc_domains/C20/oos_recall": 0.62,
+    "clinc_intents/B20/accuracy": 0.90,
+    "banking77/B20/accuracy": 0.88,
+    "sgd/A/turn_accuracy": 0.88,
+    "sgd/A/conversation_accuracy": 0.72,
+    "sgd/B20/conversation_accuracy": 0.75,  # the switch bar rises with examples (0.43 on the full set without)
     "mt_bench/A/turn1_accuracy": 0.50,
     "agent/A/accuracy": 0.88,
 }
@@ -530,9 +531,10 @@ class Bench:
 
         async def run() -> dict[tuple[str, str], list[float]]:
             times: dict[tuple[str, str], list[float]] = {}
-            for t in texts["short"][:20]:  # warm-up
-                await router.decide(single_turn_body(t + " warm"), "anthropic")
-                await topic.decide(single_turn_body(t + " warm"), "anthropic")
+            for i in range(10):  # warm-up, every size (ONNX Runtime prepares each new input shape once)
+                for label, _ in sizes:
+                    for r in (router, topic):
+                        await r.decide(single_turn_body(texts[label][i] + " warm"), "anthropic")
             for config, r in (("seed", router), ("topic", topic)):  # one config after the other
                 for i in range(n):  # sizes interleaved, so machine noise hits every size alike
                     for label, _ in sizes:
