@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
+.PHONY: run test install lock schema screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -41,6 +41,11 @@ run: install
 
 test: install agents servers
 	$(PY) -m pytest -q
+
+# The config file's JSON Schema, generated from the config models (gateway/config/document.py); commit the result.
+# tests/test_config_schema.py fails while the committed file differs from `junction schema`.
+schema: install
+	$(PY) -m gateway.cli schema > schema/plano_config.schema.json
 
 # Servers the suite starts itself on free loopback ports: Debian's redis-server (the shared key state) and
 # PostgreSQL (the usage ledger), and Debian's chromium for the console's browser tests; installed when missing

@@ -1,4 +1,4 @@
-"""The `junction` command: serve | validate | models | mock-upstream."""
+"""The `junction` command: serve | validate | schema | models | mock-upstream."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     print(f"{args.config}: OK ({len(config.providers)} providers, {len(config.aliases)} aliases, "
           f"{len(config.preferences)} routing preferences)")  # fmt: skip
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The config file's JSON Schema (schema/plano_config.schema.json is this output, for editors and CI)."""
+    from gateway.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -334,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-local-state", action="store_true",
                        help="allow --workers N with per-key limits kept by each worker on its own")  # fmt: skip
     add("validate", cmd_validate, "check a config; exit 2 on errors")
+    add("schema", cmd_schema, "print the config file's JSON Schema (draft 2020-12)", config=False)
     add("models", cmd_models, "list providers, models, aliases and which keys are set")
     route = add("route", cmd_route, "show the routing decision for a text (or a JSON conversation on stdin); "
                 "`route eval FILE.jsonl`: accuracy on labelled traffic")

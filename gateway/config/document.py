@@ -217,8 +217,9 @@ class GatewayKeyEntry(Section):
                               "`key<N>`).")  # fmt: skip
     key: Text | None = Field(None, description="The key itself (`$VAR` expanded; unset: the key is disabled). "
                              "Give exactly one of `key` and `sha256`.")  # fmt: skip
-    sha256: Annotated[str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$"), Expect("expected 64 hex digits (sha256 of the key)")] \
-        | None = Field(None, description="The SHA-256 of the key, in hex, so the config holds no secret.")
+    sha256: Annotated[
+        str, Field(pattern=r"^\s*[0-9a-fA-F]{64}\s*$"), Expect("expected 64 hex digits (sha256 of the key)"),
+    ] | None = Field(None, description="The SHA-256 of the key, in hex, so the config holds no secret.")
     models: Annotated[list[str], Expect("expected a list of model names", whole=True)] | None = \
         Field(None, description="The only models this key may reach (default: all).")
     rpm: whole_number(1, "a whole number >= 1") | None = Field(None, description="Requests per minute.")
@@ -384,8 +385,9 @@ class RoutingSection(Section):
 class TracingSection(Section):
     """OpenTelemetry traces, exported over OTLP/HTTP."""
 
-    otlp_endpoint: Annotated[str, Field(pattern=r"^[hH][tT][tT][pP][sS]?:"), Expect("expected an http(s) URL, got {value!r}")] \
-        | None = Field(None, description="The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.")
+    otlp_endpoint: Annotated[
+        str, Field(pattern=r"^[hH][tT][tT][pP][sS]?:"), Expect("expected an http(s) URL, got {value!r}"),
+    ] | None = Field(None, description="The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.")
     console: bool = Field(False, description="Also print spans to stdout (debugging).")
     random_sampling: Annotated[float, Field(ge=0, le=100), Expect("expected a percentage 0-100, got {value!r}")] = \
         Field(100, description="Percent of requests traced (Plano's key).")

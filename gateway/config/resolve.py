@@ -53,7 +53,15 @@ from gateway.config.runtime import (
     TracingOptions,
     sha256,
 )
-from models.providers import CATALOG, ProviderSpec, custom_spec, default_headers_for, join_url, quirks_for, speaks_responses
+from models.providers import (
+    CATALOG,
+    ProviderSpec,
+    custom_spec,
+    default_headers_for,
+    join_url,
+    quirks_for,
+    speaks_responses,
+)
 
 # Where each entry of a top-level list was in the file (entries with problems are dropped before resolving).
 Positions = dict[str, list[int]]
@@ -357,10 +365,12 @@ class _Resolution:
             if route.name in names:
                 self.error(f"{path}.name", f"duplicate route name '{route.name}'")
             names.add(route.name)
-            models = [self.resolve_ref(f"{path}.models[{j}]", ref, refs, ambiguous) for j, ref in enumerate(route.models)]
+            models = [self.resolve_ref(f"{path}.models[{j}]", ref, refs, ambiguous)
+                      for j, ref in enumerate(route.models)]  # fmt: skip
             policy = self.selection_policy(f"{path}.selection_policy", route, models)
             if all(models):
-                result.append(RoutingPreference(route.name, route.description.strip(), tuple(models),  # type: ignore[arg-type]
+                found = tuple(m for m in models if m is not None)
+                result.append(RoutingPreference(route.name, route.description.strip(), found,
                                                 tuple(route.examples or ()), policy))  # fmt: skip
         return result
 
@@ -402,7 +412,8 @@ class _Resolution:
         result = []
         for i, item in enumerate(self.doc.listeners):
             if item.type != "model":
-                self.warnings.append(f"{self.path('listeners', i)}: listener type '{item.type}' is not served by Junction")
+                where = self.path("listeners", i)
+                self.warnings.append(f"{where}: listener type '{item.type}' is not served by Junction")
                 continue
             result.append(Listener(item.name or f"listener{i}", item.address, item.port, item.timeout))
         return result
