@@ -18,6 +18,7 @@ from gateway.config.fields import (
     PositiveDuration,
     Text,
     invalid,
+    needs,
     whole_number,
 )
 from gateway.config.runtime import (
@@ -42,8 +43,8 @@ _PLANO_UNUSED = "Plano's; accepted for compatibility, not used by Junction (a wa
 
 
 class Section(BaseModel):
-    """A mapping of the config: its keys are exactly the fields (a typo is named with a "did you mean"), and values
-    are never converted from another type (`"yes"` is not `true`)."""
+    """A mapping of the config: its keys are exactly the fields (a typo is named with a "did you mean"), and a value
+    of another type is refused (`"yes"` is not `true`) unless a field's type says how it is read (durations)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, protected_namespaces=())
     # The wording for a key the section does not have (default: `unknown key (did you mean ...?)`).
@@ -154,11 +155,8 @@ class SelectionPolicySection(Section):
     ] | None = Field(None, description="With `prefer: weighted`: one positive weight per model of the route, in "
                      "order.")  # fmt: skip
 
-    @model_validator(mode="after")
-    def _weights_for_weighted(self) -> SelectionPolicySection:
-        if self.prefer == "weighted" and not self.weights:
-            raise invalid("required with prefer: weighted: a list of positive numbers, one per model", at=("weights",))
-        return self
+    _weights_for_weighted = needs("weights", when=("prefer", "weighted"),
+                                  message="required with prefer: weighted: a list of positive numbers, one per model")
 
 
 class RouteEntry(Section):
@@ -468,11 +466,7 @@ class StateSection(Section):
     ] | None = Field(None, description="While Redis is unreachable: `local` or `closed`, for both features or "
                      "`{limits, budgets}`.")  # fmt: skip
 
-    @model_validator(mode="after")
-    def _redis_needs_url(self) -> StateSection:
-        if self.backend == "redis" and not self.url:
-            raise invalid("required with backend: redis", at=("url",))
-        return self
+    _url_for_redis = needs("url", when=("backend", "redis"), message="required with backend: redis")
 
 
 def _off(value: Any) -> Any:
@@ -508,11 +502,8 @@ class LedgerSection(Section):
     pool_size: whole_number(1, "a positive whole number") = \
         Field(LedgerOptions.pool_size, description="postgres connections per process.")
 
-    @model_validator(mode="after")
-    def _postgres_needs_dsn(self) -> LedgerSection:
-        if self.backend == "postgres" and not self.dsn:
-            raise invalid("required with backend: postgres (postgresql://user:password@host:port/db)", at=("dsn",))
-        return self
+    _dsn_for_postgres = needs("dsn", when=("backend", "postgres"),
+                              message="required with backend: postgres (postgresql://user:password@host:port/db)")
 
 
 # -- the whole file -------------------------------------------------------------------------------

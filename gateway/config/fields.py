@@ -7,7 +7,15 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
-from pydantic import AfterValidator, BeforeValidator, Field, GetCoreSchemaHandler, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
 # Error types that mean "a value of the right type, out of range" (`Expect.bound` words those).
@@ -99,6 +107,18 @@ DurationText = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*
 # Seconds, written as a number or with a unit (ms, s, m, h, d).
 Duration = Annotated[float, BeforeValidator(seconds, json_schema_input_type=float | DurationText)]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def needs(field: str, when: tuple[str, str], message: str) -> Any:
+    """A section check (assign it in the class): `field` must be given when key `when[0]` is `when[1]`."""
+    key, value = when
+
+    def check(section: BaseModel) -> BaseModel:
+        if getattr(section, key) == value and not getattr(section, field):
+            raise invalid(message, at=(field,))
+        return section
+
+    return model_validator(mode="after")(check)
 
 
 def whole_number(at_least: int, wording: str) -> Any:

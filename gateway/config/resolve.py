@@ -9,7 +9,7 @@ import ipaddress
 import re
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 from urllib.parse import urlsplit
 
 from gateway.config.document import (
@@ -33,6 +33,7 @@ from gateway.config.document import (
 )
 from gateway.config.errors import ConfigError
 from gateway.config.runtime import (
+    DEFAULT_PORT,
     LOOPBACK,
     PLANO_VERSIONS,
     AccessLog,
@@ -408,7 +409,7 @@ class _Resolution:
     # -- listeners and keys -------------------------------------------------------------------------
     def listeners(self) -> list[Listener]:
         if self.doc.listeners is None:
-            return [Listener("default", LOOPBACK, 12000)]
+            return [Listener("default", LOOPBACK, DEFAULT_PORT)]
         result = []
         for i, item in enumerate(self.doc.listeners):
             if item.type != "model":

@@ -15,6 +15,13 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_PORT = 12000
 LOOPBACK = "127.0.0.1"
 
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES", "DEFAULT_PORT", "LOOPBACK", "PLANO_VERSIONS", "SELECTION_PREFER", "AccessLog",
+    "Config", "Failover", "GatewayKey", "LedgerOptions", "Limits", "Listener", "Pricing", "Provider",
+    "RoutingOptions", "RoutingPreference", "SelectionPolicy", "SharedState", "StateStorage", "Timeouts",
+    "TracingOptions", "sha256",
+]  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Pricing:
