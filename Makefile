@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
+.PHONY: run test install lock docs screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -42,6 +42,11 @@ run: install
 test: install agents servers
 	$(PY) -m pytest -q
 
+# The documentation site (MkDocs, Material theme) from docs/ into site/; strict: a broken link, a missing anchor
+# or a page left out of the navigation fails the build (tests/test_docs.py builds it the same way).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -d site
+
 # Servers the suite starts itself on free loopback ports: Debian's redis-server (the shared key state) and
 # PostgreSQL (the usage ledger), and Debian's chromium for the console's browser tests; installed when missing
 # and this user may install packages; without them those tests are skipped with the reason.
@@ -65,7 +70,7 @@ apt:
 bench-console: install servers
 	$(PY) benchmarks/console.py $(BENCH_ARGS)
 
-# The README's console screenshots, taken by the browser tests (docs/images/console-*.png).
+# The console page's screenshots, taken by the browser tests (docs/images/console-*.png).
 screenshots: install servers
 	JUNCTION_CONSOLE_SHOTS=docs/images $(PY) -m pytest -q tests/test_console.py -k chromium
 
