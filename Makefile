@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= plano_config.yaml
 
-.PHONY: run test install lock schema screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
+.PHONY: run test install lock schema docs screenshots bench-console bench-overhead bench-routing bench-scale bench-soak bench-key-flood bench-hol clean claude-code agents servers apt
 
 # Every package of `pip install -e '.[dev]'` (runtime + dev extra, and setuptools for the editable build) pinned
 # with `==` and sha256 hashes; pip refuses any file whose hash is not in the lock. torch in it is the CPU build
@@ -42,10 +42,17 @@ run: install
 test: install agents servers
 	$(PY) -m pytest -q
 
-# The config file's JSON Schema, generated from the config models (gateway/config/document.py); commit the result.
-# tests/test_config_schema.py fails while the committed file differs from `junction schema`.
+# The config file's JSON Schema, generated from the config models (gateway/config/document.py), and the docs'
+# configuration reference generated from it; commit the results. tests/test_config_schema.py fails while either
+# committed file differs from what these commands print.
 schema: install
 	$(PY) -m gateway.cli schema > schema/plano_config.schema.json
+	$(PY) -m gateway.config.reference > docs/configuration-reference.md
+
+# The documentation site (MkDocs, Material theme) from docs/ into site/; strict: a broken link, a missing anchor
+# or a page left out of the navigation fails the build (tests/test_docs.py builds it the same way).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet -d site
 
 # Servers the suite starts itself on free loopback ports: Debian's redis-server (the shared key state) and
 # PostgreSQL (the usage ledger), and Debian's chromium for the console's browser tests; installed when missing
@@ -70,7 +77,7 @@ apt:
 bench-console: install servers
 	$(PY) benchmarks/console.py $(BENCH_ARGS)
 
-# The README's console screenshots, taken by the browser tests (docs/images/console-*.png).
+# The console page's screenshots, taken by the browser tests (docs/images/console-*.png).
 screenshots: install servers
 	JUNCTION_CONSOLE_SHOTS=docs/images $(PY) -m pytest -q tests/test_console.py -k chromium
 

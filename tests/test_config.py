@@ -360,9 +360,9 @@ def test_planos_session_cache_in_redis_means_the_shared_state() -> None:
     assert found == ["routing.session_cache.type: expected memory or redis, got 'memcached'"]
 
 
-def test_the_readmes_deployment_example_is_a_valid_config() -> None:
-    """The README's two-host example (Redis and PostgreSQL) as written, with its variables set."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_deployment_example_is_a_valid_config() -> None:
+    """The documentation's two-host example (Redis and PostgreSQL) as written, with its variables set."""
+    readme = (ROOT / "docs" / "shared-state.md").read_text()
     section = readme[readme.index("A whole deployment"):]
     start = section.index("```yaml\n") + 8
     block = section[start:section.index("\n```", start)]

@@ -67,6 +67,20 @@ def test_committed_schema_is_what_junction_schema_prints() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema" and schema["title"]
 
 
+def test_committed_reference_page_is_generated_from_the_schema() -> None:
+    from gateway.config.document import json_schema
+    from gateway.config.reference import reference
+
+    page = reference(json_schema())
+    assert page == (ROOT / "docs" / "configuration-reference.md").read_text(encoding="utf-8"), "regenerate it with `make schema`"
+    # every key of every section is on the page, with its description
+    schema = json_schema()
+    for key, spec in schema["properties"].items():
+        assert f"| `{key}` |" in page and " ".join(spec["description"].split()).replace("|", "\\|") in page
+    for name in ("llm_providers[].access_key", "routing.similarity_encoder", "gateway_keys[].budget_usd", "ledger.backend"):
+        assert f"| `{name}` |" in page
+
+
 def test_every_key_has_a_description(validator: jsonschema.Draft202012Validator) -> None:
     """The descriptions are the configuration reference and editors' hover text: none may be missing."""
     schema = validator.schema

@@ -190,7 +190,7 @@ SHOTS = Path(os.environ.get("JUNCTION_CONSOLE_SHOTS", "")) if os.environ.get("JU
 
 def shot(page: Any, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(tmp_path / f"console-{name}.png"), full_page=True)
-    if SHOTS is not None:  # `make screenshots`: the README's pictures
+    if SHOTS is not None:  # `make screenshots`: the console page's pictures (docs/images)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
 

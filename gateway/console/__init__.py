@@ -1,5 +1,5 @@
 """The team console at `/console`: read-only pages over what the gateway is doing, and the JSON API
-they use (documented for scripts in the README). Open to gateway keys with `role: admin` only; off when
+they use (documented for scripts in docs/console.md). Open to gateway keys with `role: admin` only; off when
 no key has that role. Every asset ships in this package: the console works offline.
 
 Routing decisions asked for here (the playground, a request's detail) are taken by a copy of the router
