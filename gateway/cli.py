@@ -226,6 +226,12 @@ def explanation_text(e: dict[str, Any]) -> str:
         lines.append("nearest training requests:")
         for n in e["nearest_training"]:
             lines.append(f"  {n['similarity']:.3f}  [{n['task']}, {n['lang']}] {n['text'][:110]!r}")
+    if e.get("example_classifier"):
+        c = e["example_classifier"]
+        lines.append("")
+        lines.append(f"classifier fitted on the routes' examples (probability; {c['weight']} x its log is added to each score):")
+        for name, p in c["probability"].items():
+            lines.append(f"  {p:7.3f}  {name}")
     if e.get("nearest_route_texts"):
         lines.append("")
         lines.append("nearest route descriptions and examples:")

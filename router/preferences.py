@@ -841,6 +841,10 @@ class Router:
                 rows, vectors = found
                 out["nearest_training"] = [{"text": rows[i]["text"][:300], "task": rows[i]["task"], "lang": rows[i].get("lang"),
                                             "similarity": round(s, 4)} for i, s in nearest(vec, vectors, nearest_k)]  # fmt: skip
+        if index.classifier is not None:  # what the examples taught, beside the similarity it sharpens
+            log_p = index.classifier.log_probs(vec[None, :])[0]
+            out["example_classifier"] = {"weight": index.example_weight, "probability": {
+                index.routes[i]: round(float(np.exp(log_p[i])), 4) for i in np.argsort(-log_p)}}  # fmt: skip
         texts = [t for group in _route_texts(self.preferences) for t in group]
         owners = [p.name for p, group in zip(self.preferences, _route_texts(self.preferences)) for _ in group]
         # route texts come from the encoder's cache: they were embedded to build the index

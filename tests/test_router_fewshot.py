@@ -96,3 +96,16 @@ def test_a_session_on_routes_with_examples_needs_the_higher_bar_to_switch() -> N
     assert (kept.route, kept.reason) == ("assistant_meta", "sticky")
     moved = judge(index, Assessment(sims), RouterSettings(switch_threshold=0.30), previous="assistant_meta", known=True)
     assert moved.route == "small_talk"
+
+
+@pytest.mark.skipif(not head_available(), reason="router/head.npz is not installed")
+def test_explain_shows_what_the_examples_taught() -> None:
+    from gateway.cli import explanation_text
+
+    explained = Router(PREFS).explain({"messages": [{"role": "user", "content": "who made you?"}]})
+    probs = explained["example_classifier"]["probability"]
+    assert list(probs)[0] == "assistant_meta" and sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
+    text = explanation_text(explained)
+    assert "classifier fitted on the routes' examples" in text and "assistant_meta" in text
+    plain = Router([{k: v for k, v in p.items() if k != "examples"} for p in PREFS])
+    assert "example_classifier" not in plain.explain({"messages": [{"role": "user", "content": "who made you?"}]})
