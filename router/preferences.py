@@ -498,18 +498,17 @@ _SIMILARITY: dict[Any, Encoder | CompositeEncoder] = {}
 _SIMILARITY_LOCK = threading.Lock()
 
 
-def similarity_encoder(backend: str = "auto", head_encoder: Any = None, mix: float = 0.0,
-                       max_tokens: int = 128) -> Encoder | CompositeEncoder:  # fmt: skip
+def similarity_encoder(backend: str = "auto", head_encoder: Any = None, mix: float = 0.0) -> Encoder | CompositeEncoder:
     """The encoder for configs decided by similarity: MiniLM, or with `mix` > 0 MiniLM and
     `head_encoder` weighted 1 - mix : mix. One per process and combination (they are thread-safe and
     cache vectors), loaded on first use."""
     with _SIMILARITY_LOCK:
-        if (backend, max_tokens) not in _SIMILARITY:
-            _SIMILARITY[(backend, max_tokens)] = Encoder(backend=backend, max_tokens=max_tokens)
-        minilm = _SIMILARITY[(backend, max_tokens)]
+        if backend not in _SIMILARITY:
+            _SIMILARITY[backend] = Encoder(backend=backend)
+        minilm = _SIMILARITY[backend]
         if head_encoder is None or mix <= 0.0:
             return minilm
-        key = (backend, max_tokens, id(head_encoder), mix)
+        key = (backend, id(head_encoder), mix)
         if key not in _SIMILARITY:
             _SIMILARITY[key] = CompositeEncoder([minilm, head_encoder], [1.0 - mix, mix])
         return _SIMILARITY[key]
@@ -520,8 +519,9 @@ def with_classifier(index: RouteIndex, prefs: Sequence[Preference], s: RouterSet
     examples to learn from."""
     if s.example_weight <= 0 or not index.fallback or not any(prefs[i].examples for i in index.fallback):
         return index
-    return replace(index, classifier=fewshot.fit(index.vectors, index.owner, index.n_routes),
-                   example_weight=s.example_weight)  # fmt: skip
+    index.classifier = fewshot.fit(index.vectors, index.owner, index.n_routes)  # the index is not shared yet
+    index.example_weight = s.example_weight
+    return index
 
 
 def default_encoder(head: Head | None, backend: str = "auto") -> Encoder | CompositeEncoder:

@@ -18,7 +18,7 @@ MKDOCS = [sys.executable, "-m", "mkdocs"]
 def build(root: Path, out: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     return subprocess.run([*MKDOCS, "build", "--strict", "-f", str(root / "mkdocs.yml"), "-d", str(out)],
-                          capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
+                          capture_output=True, text=True, timeout=180, env=env, cwd=root)  # fmt: skip
 
 
 def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
@@ -40,6 +40,7 @@ def test_a_broken_link_fails_the_build(tmp_path: Path, page: str, breakage: str,
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "docs", copy / "docs")
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    shutil.copy(ROOT / "README.md", copy / "README.md")
     with (copy / "docs" / page).open("a") as f:
         f.write(breakage)
     result = build(copy, tmp_path / "site")

@@ -338,7 +338,8 @@ class RoutingSection(Section):
     route_threshold: FloatSetting | None = Field(None, description="Probability the best route needs.")
     map_threshold: FloatSetting | None = Field(None, description="Description <-> task-class affinity for a route "
                                                "to claim a class.")  # fmt: skip
-    example_share: FloatSetting | None = Field(None, description="Share of the score given by a route's examples.")
+    example_share: FloatSetting | None = Field(None, description="Share of a route's examples falling in a task "
+                                                 "class for the route to claim it.")
     followup_threshold: FloatSetting | None = Field(None, description="Follow-up probability that keeps the "
                                                     "session's route.")  # fmt: skip
     switch_probability: FloatSetting | None = Field(None, description="Probability a new verdict needs to leave the "
@@ -371,13 +372,15 @@ class RoutingSection(Section):
     routing_budget: Any = Field(None, description=_PLANO_UNUSED)
     route_on_user_only: Any = Field(None, description=_PLANO_UNUSED)
 
-    # The keys passed on to the router (router/preferences.py RouterSettings), under its names.
-    ROUTER_SETTINGS: ClassVar[dict[str, str]] = {name: name for name in (
-        "use_head", "head", "route_threshold", "map_threshold", "example_share", "followup_threshold",
-        "switch_probability", "switch_markers", "similarity_encoder", "similarity_mix", "example_weight", "threshold",
-        "margin", "sticky", "switch_threshold", "switch_margin", "switch_lead", "max_chars", "session_max_entries",
-    )} | {"session_ttl_seconds": "session_ttl_s"}  # fmt: skip
     PLANO_UNUSED: ClassVar[tuple[str, ...]] = ("llm_provider", "model", "routing_budget", "route_on_user_only")
+    GATEWAY_OWN: ClassVar[tuple[str, ...]] = ("explicit_model_wins", "encoder_model", "encoder_backend", "session_cache")
+    RENAMED: ClassVar[dict[str, str]] = {"session_ttl_seconds": "session_ttl_s"}  # Plano's name -> the router's
+
+    @classmethod
+    def router_keys(cls) -> dict[str, str]:
+        """Every other key goes to the router (router/preferences.py RouterSettings), under its name there."""
+        return {key: cls.RENAMED.get(key, key) for key in cls.model_fields
+                if key not in cls.GATEWAY_OWN + cls.PLANO_UNUSED}  # fmt: skip
 
 
 class TracingSection(Section):

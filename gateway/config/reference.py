@@ -62,40 +62,32 @@ def _text(node: dict[str, Any]) -> str:
     return " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
 
 
-def _table(path: str, definition: dict[str, Any], defs: dict[str, Any], out: list[str], seen: tuple[str, ...]) -> None:
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    nested: list[tuple[str, str]] = []
-    for key, node in definition.get("properties", {}).items():
-        name = f"{path}.{key}" if path else key
-        rows.append(f"| `{name}` | {type_of(node)} | {_default(node)} | {_text(node)} |")
-        sub = _ref(node)
-        if sub and sub not in seen:
-            nested.append((name + ("[]" if "array" in json.dumps(node.get("type", "")) or _is_list(node) else ""), sub))
-    out += rows + [""]
-    for name, sub in nested:
-        out += [f"### `{name}`", "", _text(defs[sub]), ""]
-        _table(name, defs[sub], defs, out, seen + (sub,))
-
-
 def _is_list(node: dict[str, Any]) -> bool:
     return node.get("type") == "array" or any(a.get("type") == "array" for a in node.get("anyOf", []))
 
 
+def _table(path: str, definition: dict[str, Any], defs: dict[str, Any], out: list[str], seen: tuple[str, ...],
+           level: int) -> None:  # fmt: skip
+    """A row per key of `definition`, then a heading and a table for each section inside it."""
+    out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    nested: list[tuple[str, dict[str, Any], str]] = []
+    for key, node in definition.get("properties", {}).items():
+        name = f"{path}.{key}" if path else key
+        out.append(f"| `{name}` | {type_of(node)} | {_default(node)} | {_text(node)} |")
+        sub = _ref(node)
+        if sub and sub not in seen:
+            nested.append((name + ("[]" if _is_list(node) else ""), node, sub))
+    out.append("")
+    for name, node, sub in nested:
+        # a top-level section is introduced by its key's description, a nested one by its section's own
+        out += [f"{'#' * level} `{name}`", "", _text(node if level == 2 else defs[sub]), ""]
+        _table(name, defs[sub], defs, out, seen + (sub,), 3)
+
+
 def reference(schema: dict[str, Any]) -> str:
     """The Markdown page for `schema`."""
-    defs = schema.get("$defs", {})
     out = [HEADER, "## Top level", "", _text(schema), ""]
-    top = {"properties": {k: v for k, v in schema["properties"].items()}}
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, node in top["properties"].items():
-        rows.append(f"| `{key}` | {type_of(node)} | {_default(node)} | {_text(node)} |")
-    out += rows + [""]
-    for key, node in schema["properties"].items():
-        sub = _ref(node)
-        if sub:
-            name = key + ("[]" if _is_list(node) else "")
-            out += [f"## `{name}`", "", _text(node), ""]
-            _table(name, defs[sub], defs, out, (sub,))
+    _table("", schema, schema.get("$defs", {}), out, (), 2)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -461,7 +461,7 @@ class _Resolution:
     # -- routing and state --------------------------------------------------------------------------
     def routing(self) -> RoutingOptions:
         raw = self.doc.routing or RoutingSection()
-        settings = {name: getattr(raw, key) for key, name in RoutingSection.ROUTER_SETTINGS.items()
+        settings = {name: getattr(raw, key) for key, name in RoutingSection.router_keys().items()
                     if key in raw.model_fields_set and getattr(raw, key) is not None}  # fmt: skip
         return RoutingOptions(raw.explicit_model_wins, raw.encoder_model or None, raw.encoder_backend,
                               MappingProxyType(settings))  # fmt: skip
